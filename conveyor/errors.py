@@ -1,0 +1,37 @@
+"""Expected failures: each ends a command with one line and a documented exit code."""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """A failure the user can act on: printed as one line, never with a traceback."""
+
+    exit_code = 2
+
+
+class SpecError(ConveyorError):
+    """The pipeline spec is malformed or refers to something that does not exist."""
+
+    exit_code = 2
+
+
+class DataError(ConveyorError):
+    """The data cannot be read, or it breaks the data contract."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class GateNotMet(ConveyorError):
+    """The candidate model did not pass a quality floor: it was registered but not promoted."""
+
+    exit_code = 1
+
+
+class RegistryError(ConveyorError):
+    """The registry refused an operation (unknown model, version or alias)."""
+
+    exit_code = 4

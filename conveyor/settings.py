@@ -1,0 +1,42 @@
+"""Where Conveyor keeps its state. Read from the environment on every call, never at import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """`CONVEYOR_HOME`, else the nearest ancestor of the working directory holding `pipelines/`."""
+    if home := os.environ.get("CONVEYOR_HOME"):
+        return Path(home).resolve()
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "pipelines").is_dir():
+            return folder
+    return cwd
+
+
+def state_dir() -> Path:
+    """The git-ignored folder holding the embedded stores, logs and prediction logs."""
+    path = project_root() / ".conveyor"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite store at `.conveyor/mlflow.db` (four slashes: absolute)."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    return f"sqlite:///{state_dir() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Artifact root for new experiments: `CONVEYOR_ARTIFACT_ROOT`, else `.conveyor/artifacts`."""
+    if root := os.environ.get("CONVEYOR_ARTIFACT_ROOT"):
+        return root
+    return str(state_dir() / "artifacts")
+
+
+def pipelines_dir() -> Path:
+    return project_root() / "pipelines"

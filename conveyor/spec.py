@@ -1,0 +1,276 @@
+"""The pipeline spec: one frozen pydantic model per YAML file, defaults for all but the data."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from conveyor.errors import SpecError
+
+TaskType = Literal["binary", "multiclass", "regression"]
+
+# Metric name -> (task types it fits, greater is better).
+METRICS: dict[str, tuple[frozenset[str], bool]] = {
+    "roc_auc": (frozenset({"binary", "multiclass"}), True),
+    "accuracy": (frozenset({"binary", "multiclass"}), True),
+    "balanced_accuracy": (frozenset({"binary", "multiclass"}), True),
+    "f1": (frozenset({"binary"}), True),
+    "f1_macro": (frozenset({"binary", "multiclass"}), True),
+    "precision": (frozenset({"binary"}), True),
+    "recall": (frozenset({"binary"}), True),
+    "average_precision": (frozenset({"binary"}), True),
+    "log_loss": (frozenset({"binary", "multiclass"}), False),
+    "rmse": (frozenset({"regression"}), False),
+    "mae": (frozenset({"regression"}), False),
+    "r2": (frozenset({"regression"}), True),
+}
+
+DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "rmse"}
+DEFAULT_ESTIMATOR: dict[str, str] = {
+    "binary": "sklearn.ensemble.HistGradientBoostingClassifier",
+    "multiclass": "sklearn.ensemble.HistGradientBoostingClassifier",
+    "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Section):
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    time_column: str | None = None
+
+
+class DataSpec(_Section):
+    path: str
+    target: str
+    id_column: str | None = None
+    drop: tuple[str, ...] = ()
+    split: SplitSpec = SplitSpec()
+    max_file_mb: float = Field(2048, gt=0, description="Files above this size are refused unread.")
+
+
+class SearchSpec(_Section):
+    method: Literal["grid", "random"] = "random"
+    params: dict[str, list[Any]]
+    n_iter: int = Field(10, ge=1)
+    cv: int = Field(3, ge=2)
+
+
+class ModelSpec(_Section):
+    estimator: str | None = None
+    params: dict[str, Any] = {}
+    search: SearchSpec | None = None
+
+    @field_validator("estimator")
+    @classmethod
+    def _importable_estimator(cls, value: str | None) -> str | None:
+        if value is not None:
+            import_estimator(value)
+        return value
+
+
+class EvaluationSpec(_Section):
+    metric: str | None = None
+    floors: dict[str, float] = {}
+    margin: float = Field(0.0, ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; choose one of {sorted(METRICS)}")
+        return value
+
+    @field_validator("floors")
+    @classmethod
+    def _known_floor_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        for name in value:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
+        return value
+
+
+class ExpectationOverride(_Section):
+    """Adds or replaces one expectation of the drafted contract, matched by type and column."""
+
+    type: str
+    column: str | None = None
+    kwargs: dict[str, Any] = {}
+    on_violation: Literal["fail", "warn"] = "fail"
+
+
+class ContractSpec(_Section):
+    path: str | None = None
+    expectations: tuple[ExpectationOverride, ...] = ()
+    range_tolerance: float = Field(0.1, ge=0)
+    min_rows: int | None = Field(None, ge=1)
+    max_duplicate_fraction: float = Field(0.1, ge=0, le=1)
+    allow_unseen_categories: bool = False
+    leakage: Literal["fail", "warn"] = "fail"
+
+
+class GovernanceSpec(_Section):
+    risk_tier: Literal["low", "medium", "high"] = "low"
+    approvers: tuple[str, ...] = ()
+    sensitive_attributes: tuple[str, ...] = ()
+
+
+class MonitoringSpec(_Section):
+    psi_threshold: float = Field(0.2, gt=0)
+    domain_auc_threshold: float = Field(0.7, gt=0.5, le=1)
+    performance_tolerance: float = Field(0.05, ge=0, description="Allowed drop of the primary metric.")
+    retrain_on: tuple[Literal["new_data", "drift", "performance"], ...] = ("new_data", "performance")
+    cooldown_minutes: float = Field(60, ge=0)
+
+
+class ScheduleSpec(_Section):
+    cron: str | None = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class PipelineSpec(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    task: TaskType | None = None
+    data: DataSpec
+    model: ModelSpec = ModelSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    contract: ContractSpec = ContractSpec()
+    governance: GovernanceSpec = GovernanceSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    source: str | None = Field(None, description="The file the spec was read from (set by load_spec).")
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> PipelineSpec:
+        if self.task is not None:
+            for name in [self.evaluation.metric, *self.evaluation.floors]:
+                if name is not None and self.task not in METRICS[name][0]:
+                    raise ValueError(f"metric {name!r} does not fit a {self.task} task")
+        return self
+
+    def for_task(self, task: TaskType) -> PipelineSpec:
+        """The spec with its task type settled (inferred from the target when not given)."""
+        spec = self.model_copy(update={"task": task})
+        return PipelineSpec.model_validate(spec.model_dump())
+
+    @property
+    def primary_metric(self) -> str:
+        if self.task is None:
+            raise RuntimeError("the task type is not settled yet")
+        return self.evaluation.metric or DEFAULT_METRIC[self.task]
+
+    @property
+    def estimator_path(self) -> str:
+        if self.task is None:
+            raise RuntimeError("the task type is not settled yet")
+        return self.model.estimator or DEFAULT_ESTIMATOR[self.task]
+
+    @property
+    def spec_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    def resolve_path(self, path: str) -> str:
+        """A data path relative to the spec's folder, unless absolute or a URI."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str((self.spec_dir / path).resolve())
+
+    @property
+    def contract_path(self) -> Path:
+        if self.contract.path:
+            return Path(self.resolve_path(self.contract.path))
+        return self.spec_dir / f"{self.name}.expectations.json"
+
+    def digest(self) -> str:
+        """sha256 of the spec's content, independent of where the file lies."""
+        content = self.model_dump(mode="json", exclude={"source", "task"})
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def import_estimator(path: str) -> type:
+    """Import `package.module.Class` and check that it is a scikit-learn estimator."""
+    from sklearn.base import BaseEstimator
+
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"estimator {path!r} is not an import path like sklearn.linear_model.Ridge")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"estimator {path!r} does not import ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise ValueError(f"estimator {path!r} is not a scikit-learn estimator")
+    return cls
+
+
+def _location(error: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{_location(error)}'"
+    if kind == "missing":
+        return f"missing required key '{_location(error)}'"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"'{_location(error)}': {message}" if error["loc"] else message
+
+
+def parse_spec(raw: Any, source: str = "<spec>") -> PipelineSpec:
+    """Validate a parsed YAML document; every problem names the key and the file."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a pipeline spec must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return PipelineSpec.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise SpecError(f"{source}: {problems}") from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate `pipelines/<name>.yaml`."""
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"{file}: spec file not found")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{file}: YAML syntax error{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{file}: not UTF-8 text") from None
+    return parse_spec(raw, str(file.resolve()))
+
+
+def find_spec(name_or_path: str) -> PipelineSpec:
+    """A spec by file path, or by model name under the project's `pipelines/`."""
+    from conveyor.settings import pipelines_dir
+
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
+        return load_spec(candidate)
+    for suffix in (".yaml", ".yml"):
+        file = pipelines_dir() / f"{name_or_path}{suffix}"
+        if file.is_file():
+            return load_spec(file)
+    raise SpecError(f"no pipeline spec named {name_or_path!r} under {pipelines_dir()}")
+
+
+def list_specs() -> list[Path]:
+    from conveyor.settings import pipelines_dir
+
+    folder = pipelines_dir()
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
