@@ -35,3 +35,14 @@ class RegistryError(ConveyorError):
     """The registry refused an operation (unknown model, version or alias)."""
 
     exit_code = 4
+
+
+def retry_unless_expected(task: object, task_run: object, state: object) -> bool:
+    """Prefect retry condition: retry I/O hiccups, never an expected failure (retrying can't fix it)."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except ConveyorError:
+        return False
+    except Exception:
+        return True
+    return True

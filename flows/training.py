@@ -1,0 +1,240 @@
+"""The training flow: one generic flow for every pipeline spec."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from conveyor import registry
+from conveyor.decision import Decision, decide
+from conveyor.errors import DataError, GateNotMet, retry_unless_expected
+from conveyor.lineage import lineage_of
+from conveyor.orchestration import model_slot, run_tags
+from conveyor.spec import PipelineSpec, find_spec
+from tasks.contracts import validate_data
+from tasks.data import Dataset, infer_task, load_data, split_data
+from tasks.evaluation import compute_metrics, evaluate_champion, evaluate_model
+from tasks.registry import model_card, package_model, promote_model, register_model
+from tasks.training import infer_columns, train_model
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    model: str
+    version: str
+    outcome: str
+    reason: str
+    metric: str
+    value: float | None
+    champion: str | None
+    run_id: str
+    reused: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@task(name="find_existing_version")
+def find_existing_version(name: str, lineage_key: str) -> Any | None:
+    """A version already trained from the same data, spec and code (registry lookups are not cached)."""
+    return registry.find_version_by_tag(name, "conveyor.lineage_key", lineage_key)
+
+
+@task(name="load_champion", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_unless_expected)
+def load_champion(name: str) -> tuple[str | None, Any | None]:
+    current = registry.alias_version(name, registry.CHAMPION)
+    if current is None:
+        return None, None
+    return str(current.version), registry.load_model(name, str(current.version))
+
+
+def _markdown(spec: PipelineSpec, result: TrainingResult, metrics: dict[str, float], champion: dict[str, float] | None) -> str:
+    rows = "\n".join(
+        f"| {name} | {value:.4f} | {'-' if not champion or name not in champion else f'{champion[name]:.4f}'} |"
+        for name, value in sorted(metrics.items())
+    )
+    return f"""# {spec.name} v{result.version}: **{result.outcome}**
+
+{result.reason}
+
+| metric | candidate | champion (v{result.champion or '-'}) on the same holdout |
+| --- | --- | --- |
+{rows}
+
+MLflow run `{result.run_id}`; model `models:/{spec.name}/{result.version}`; primary metric {spec.primary_metric}.
+"""
+
+
+def _run_name() -> str:
+    spec = flow_run.parameters.get("spec", "model")
+    return f"train-{str(spec).rsplit('/', 1)[-1].removesuffix('.yaml')}"
+
+
+@flow(name="training", flow_run_name=_run_name, log_prints=False)
+def training_flow(spec: str, data_path: str | None = None, allow_promotion: bool = True) -> dict[str, Any]:
+    """Validate, train, evaluate, package, register and (when it earns it) promote one model.
+
+    Args:
+        spec: the model's name under pipelines/, or a path to its YAML spec
+        data_path: read this file or glob instead of the spec's data.path
+        allow_promotion: when false, a better model is registered but the champion does not move
+    """
+    logger = get_run_logger()
+    pipeline = find_spec(spec)
+    run_tags(pipeline.name)
+    with model_slot(pipeline.name):
+        return _train(pipeline, data_path, allow_promotion, logger)
+
+
+def _train(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool, logger: Any) -> dict[str, Any]:
+    dataset: Dataset = load_data(pipeline, data_path)
+    target = pipeline.data.target
+    if target not in dataset.frame.columns:
+        raise DataError(f"{dataset.files[0]}: target column {target!r} is not in the data (columns: {list(dataset.frame.columns)})")
+    pipeline = pipeline.for_task(pipeline.task or infer_task(dataset.frame[target]))
+    lineage = lineage_of(dataset.digest, pipeline.digest())
+
+    existing = find_existing_version(pipeline.name, lineage.key)
+    if existing is not None:
+        champion = registry.alias_version(pipeline.name, registry.CHAMPION)
+        result = TrainingResult(
+            model=pipeline.name,
+            version=str(existing.version),
+            outcome=existing.tags.get("conveyor.decision", "kept"),
+            reason=f"same data, spec and code as version {existing.version}: nothing to do",
+            metric=pipeline.primary_metric,
+            value=float(existing.tags.get(f"conveyor.metric.{pipeline.primary_metric}", "nan")),
+            champion=None if champion is None else str(champion.version),
+            run_id=existing.run_id,
+            reused=True,
+        )
+        logger.info(result.reason)
+        create_markdown_artifact(
+            f"# {pipeline.name}: unchanged\n\n{result.reason}.", key=f"training-{_key(pipeline.name)}"
+        )
+        return result.as_dict()
+
+    run_id = registry.start_run(
+        pipeline.name,
+        run_name=f"train-{pipeline.name}",
+        tags={
+            **lineage.tags(),
+            "conveyor.model": pipeline.name,
+            "conveyor.task": str(pipeline.task),
+            "conveyor.prefect_flow_run_id": str(flow_run.id or ""),
+        },
+    )
+    try:
+        result, metrics, champion_metrics = _train_in_run(pipeline, dataset, lineage, run_id, allow_promotion)
+    except BaseException as exc:
+        if isinstance(exc, DataError) and exc.report is not None:
+            registry.log_dict(run_id, exc.report, "validation/report.json")
+        registry.set_tags(run_id, {"conveyor.error": str(exc)[:5000]})
+        registry.end_run(run_id, failed=True)
+        raise
+    registry.end_run(run_id)
+    create_markdown_artifact(
+        _markdown(pipeline, result, metrics, champion_metrics),
+        key=f"training-{_key(pipeline.name)}",
+        description=f"{pipeline.name} v{result.version}: {result.outcome}",
+    )
+    logger.info("%s v%s %s: %s", pipeline.name, result.version, result.outcome, result.reason)
+    if result.outcome == "rejected":
+        raise GateNotMet(f"{pipeline.name} v{result.version} rejected: {result.reason}")
+    return result.as_dict()
+
+
+def _train_in_run(
+    pipeline: PipelineSpec, dataset: Dataset, lineage: Any, run_id: str, allow_promotion: bool
+) -> tuple[TrainingResult, dict[str, float], dict[str, float] | None]:
+    report = validate_data(pipeline, dataset)
+    registry.log_dict(run_id, report.to_dict(), "validation/report.json")
+    registry.log_dataset_input(
+        run_id, dataset.frame, pipeline.name, dataset.digest, ",".join(dataset.files), pipeline.data.target
+    )
+    split = split_data(pipeline, dataset.frame)
+    registry.log_params(
+        run_id,
+        {
+            "estimator": pipeline.estimator_path,
+            "task": pipeline.task,
+            "primary_metric": pipeline.primary_metric,
+            "rows": len(dataset.frame),
+            "train_rows": len(split.X_train),
+            "test_rows": len(split.X_test),
+            "data_files": ",".join(dataset.files),
+            **{f"model.{key}": value for key, value in pipeline.model.params.items()},
+        },
+    )
+    model, best_params = train_model.with_options(cache_key_fn=lambda *_: f"fit-{lineage.key}")(
+        pipeline, split.X_train, split.y_train
+    )
+    evaluation = evaluate_model(pipeline.task, model, split.X_test, split.y_test, pipeline.data.split.seed)
+    champion_version, champion_model = load_champion(pipeline.name)
+    champion_metrics = evaluate_champion(pipeline.task, champion_model, split.X_test, split.y_test)
+
+    registry.log_params(run_id, {f"best.{key}": value for key, value in best_params.items()})
+    registry.log_metrics(run_id, evaluation.metrics)
+    if champion_metrics:
+        registry.log_metrics(run_id, champion_metrics, prefix="champion.")
+    registry.log_bytes(run_id, evaluation.plots, "plots")
+    registry.log_dict(run_id, evaluation.importance, "feature_importance.json")
+
+    decision = decide(
+        pipeline.primary_metric,
+        evaluation.metrics,
+        champion_metrics,
+        pipeline.evaluation.floors,
+        pipeline.evaluation.margin,
+    )
+    roles = infer_columns(split.X_train)
+    card = model_card(
+        pipeline, len(dataset.frame), lineage, evaluation.metrics, champion_metrics, evaluation.importance, best_params
+    )
+    packaged = package_model(
+        run_id,
+        model,
+        split.X_test,
+        card,
+        {
+            "conveyor/spec.json": pipeline.model_dump_json(indent=2),
+            "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
+        },
+    )
+    tags = {
+        **lineage.tags(),
+        "conveyor.task": str(pipeline.task),
+        "conveyor.validation": "passed",
+        "conveyor.rows": str(len(dataset.frame)),
+        **{f"conveyor.metric.{key}": f"{value:.6g}" for key, value in evaluation.metrics.items()},
+    }
+    registered = register_model(pipeline.name, packaged, run_id, tags)
+
+    def rescore(version: str) -> dict[str, float] | None:
+        return compute_metrics(pipeline.task, registry.load_model(pipeline.name, version), split.X_test, split.y_test)  # type: ignore[arg-type]
+
+    final: Decision = promote_model(
+        pipeline, registered, decision, champion_version, evaluation.metrics, rescore, allow_promotion
+    )
+    registry.set_tags(run_id, {"conveyor.decision": final.outcome, "conveyor.version": registered.version})
+    champion_after = registry.alias_version(pipeline.name, registry.CHAMPION)
+    result = TrainingResult(
+        model=pipeline.name,
+        version=registered.version,
+        outcome=final.outcome,
+        reason=final.reason,
+        metric=pipeline.primary_metric,
+        value=evaluation.metrics.get(pipeline.primary_metric),
+        champion=None if champion_after is None else str(champion_after.version),
+        run_id=run_id,
+    )
+    return result, evaluation.metrics, champion_metrics
+
+
+def _key(name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "".join(char if char.isalnum() else "-" for char in name.lower())

@@ -1,0 +1,140 @@
+"""Score a fitted pipeline on the holdout: metrics, plots and permutation importance."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from sklearn import metrics as skm
+from sklearn.inspection import permutation_importance
+
+from conveyor.spec import TaskType
+
+# Permutation importance repeats predictions per feature: cap the rows it sees.
+_IMPORTANCE_ROWS = 2000
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    importance: dict[str, float] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+
+def compute_metrics(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    """The task's standard metrics on one frame."""
+    if task_type == "regression":
+        predicted = model.predict(X)
+        return {
+            "rmse": float(skm.root_mean_squared_error(y, predicted)),
+            "mae": float(skm.mean_absolute_error(y, predicted)),
+            "r2": float(skm.r2_score(y, predicted)),
+        }
+    proba = model.predict_proba(X)
+    classes = list(model.classes_)
+    predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    truth = np.asarray(y, dtype=object)
+    result = {
+        "accuracy": float(skm.accuracy_score(truth, predicted)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(truth, predicted)),
+        "f1_macro": float(skm.f1_score(truth, predicted, average="macro")),
+        "log_loss": float(skm.log_loss(truth, proba, labels=classes)),
+    }
+    present = set(pd.unique(truth))
+    if task_type == "binary":
+        positive = classes[1]
+        binary_truth = truth == positive
+        result |= {
+            "f1": float(skm.f1_score(binary_truth, predicted == positive)),
+            "precision": float(skm.precision_score(binary_truth, predicted == positive, zero_division=0)),
+            "recall": float(skm.recall_score(binary_truth, predicted == positive)),
+        }
+        if len(present) == 2:
+            result["roc_auc"] = float(skm.roc_auc_score(binary_truth, proba[:, 1]))
+            result["average_precision"] = float(skm.average_precision_score(binary_truth, proba[:, 1]))
+    elif present == set(classes):
+        result["roc_auc"] = float(skm.roc_auc_score(truth, proba, multi_class="ovr", labels=classes))
+    return result
+
+
+def feature_importance(
+    model: Any, X: pd.DataFrame, y: pd.Series, task_type: TaskType, seed: int
+) -> dict[str, float]:
+    """Permutation importance on (a sample of) the holdout, per input column, largest first."""
+    if len(X) > _IMPORTANCE_ROWS:
+        X = X.sample(_IMPORTANCE_ROWS, random_state=seed)
+        y = y.loc[X.index]
+    scoring = "r2" if task_type == "regression" else "balanced_accuracy"
+    result = permutation_importance(model, X, y, scoring=scoring, n_repeats=3, random_state=seed)
+    ranked = sorted(zip(X.columns, result.importances_mean, strict=True), key=lambda kv: -kv[1])
+    return {str(name): float(value) for name, value in ranked}
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def evaluation_plots(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, bytes]:
+    """PNG plots: ROC, precision-recall and confusion matrix for classifiers, residuals otherwise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    plots: dict[str, bytes] = {}
+    try:
+        if task_type == "regression":
+            predicted = model.predict(X)
+            figure, axis = plt.subplots(figsize=(5, 4))
+            axis.scatter(predicted, np.asarray(y) - predicted, s=6, alpha=0.5)
+            axis.axhline(0, color="grey", linewidth=1)
+            axis.set(xlabel="predicted", ylabel="residual", title="Residuals on the holdout")
+            plots["residuals.png"] = _png(figure)
+            return plots
+        figure, axis = plt.subplots(figsize=(5, 4))
+        ConfusionMatrixDisplay.from_estimator(model, X, y, ax=axis, colorbar=False)
+        axis.set_title("Confusion matrix on the holdout")
+        plots["confusion_matrix.png"] = _png(figure)
+        if task_type == "binary" and y.nunique() == 2:
+            figure, axis = plt.subplots(figsize=(5, 4))
+            RocCurveDisplay.from_estimator(model, X, y, ax=axis)
+            plots["roc_curve.png"] = _png(figure)
+            figure, axis = plt.subplots(figsize=(5, 4))
+            PrecisionRecallDisplay.from_estimator(model, X, y, ax=axis)
+            plots["precision_recall.png"] = _png(figure)
+        return plots
+    finally:
+        plt.close("all")
+
+
+def evaluate(
+    task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int = 0
+) -> Evaluation:
+    return Evaluation(
+        metrics=compute_metrics(task_type, model, X, y),
+        importance=feature_importance(model, X, y, task_type, seed),
+        plots=evaluation_plots(task_type, model, X, y),
+    )
+
+
+@task(name="evaluate_model")
+def evaluate_model(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int) -> Evaluation:
+    """Metrics, plots and permutation importance on the holdout."""
+    return evaluate(task_type, model, X, y, seed)
+
+
+@task(name="evaluate_champion")
+def evaluate_champion(
+    task_type: TaskType, champion: Any | None, X: pd.DataFrame, y: pd.Series
+) -> dict[str, float] | None:
+    """The current champion's metrics on the same holdout, so the comparison is like for like."""
+    if champion is None:
+        return None
+    return compute_metrics(task_type, champion, X, y)

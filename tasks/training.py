@@ -1,0 +1,140 @@
+"""Build one sklearn Pipeline from the spec and fit it on the training split only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from sklearn.base import BaseEstimator, is_classifier, is_regressor
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from conveyor.errors import SpecError
+from conveyor.spec import METRICS, PipelineSpec, import_estimator
+
+# Trees split on thresholds: scaling changes nothing for them.
+_SCALE_FREE_MODULES = ("sklearn.ensemble", "sklearn.tree")
+
+# sklearn scorer names for the metrics a search can optimise.
+_SCORERS = {
+    "roc_auc": "roc_auc",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced_accuracy",
+    "f1": "f1",
+    "f1_macro": "f1_macro",
+    "precision": "precision",
+    "recall": "recall",
+    "average_precision": "average_precision",
+    "log_loss": "neg_log_loss",
+    "rmse": "neg_root_mean_squared_error",
+    "mae": "neg_mean_absolute_error",
+    "r2": "r2",
+}
+
+
+@dataclass(frozen=True)
+class ColumnRoles:
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+
+def infer_columns(X: pd.DataFrame) -> ColumnRoles:
+    """Numbers and booleans are numeric; text and categories are categorical; the rest is left out."""
+    numeric, categorical = [], []
+    for column in X.columns:
+        dtype = X[column].dtype
+        if pd.api.types.is_numeric_dtype(dtype):
+            numeric.append(column)
+        elif isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
+            categorical.append(column)
+    return ColumnRoles(tuple(numeric), tuple(categorical))
+
+
+def build_pipeline(spec: PipelineSpec, roles: ColumnRoles) -> Pipeline:
+    """Preprocessing and estimator as one Pipeline, so training and serving cannot skew."""
+    estimator_cls = import_estimator(spec.estimator_path)
+    try:
+        estimator: BaseEstimator = estimator_cls(**spec.model.params)
+    except TypeError as exc:
+        raise SpecError(f"{spec.source}: model.params: {exc}") from None
+    fits = is_regressor(estimator) if spec.task == "regression" else is_classifier(estimator)
+    if not fits:
+        raise SpecError(
+            f"{spec.source}: model.estimator: {spec.estimator_path} does not fit a {spec.task} task"
+        )
+    scale = not estimator_cls.__module__.startswith(_SCALE_FREE_MODULES)
+    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+    if scale:
+        numeric_steps.append(("scale", StandardScaler()))
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+            (
+                "onehot",
+                # Rare and unseen values share one column: high-cardinality text can't explode.
+                OneHotEncoder(
+                    handle_unknown="infrequent_if_exist",
+                    min_frequency=0.01,
+                    max_categories=30,
+                    sparse_output=False,
+                ),
+            ),
+        ]
+    )
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", Pipeline(numeric_steps), list(roles.numeric)),
+            ("categorical", categorical, list(roles.categorical)),
+        ],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def fit_pipeline(
+    spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit the spec's pipeline (with its search, when declared); return it and the best params."""
+    roles = infer_columns(X_train)
+    pipeline = build_pipeline(spec, roles)
+    X = X_train
+    search = spec.model.search
+    if search is None:
+        return pipeline.fit(X, y_train), {}
+    grid = {f"model__{key}": values for key, values in search.params.items()}
+    scoring = _SCORERS[spec.primary_metric]
+    if spec.task == "multiclass" and spec.primary_metric == "roc_auc":
+        scoring = "roc_auc_ovr"
+    searcher: GridSearchCV | RandomizedSearchCV
+    if search.method == "grid":
+        searcher = GridSearchCV(pipeline, grid, scoring=scoring, cv=search.cv)
+    else:
+        searcher = RandomizedSearchCV(
+            pipeline,
+            grid,
+            n_iter=search.n_iter,
+            scoring=scoring,
+            cv=search.cv,
+            random_state=spec.data.split.seed,
+        )
+    searcher.fit(X, y_train)
+    best = {key.removeprefix("model__"): value for key, value in searcher.best_params_.items()}
+    return searcher.best_estimator_, best
+
+
+def greater_is_better(metric: str) -> bool:
+    return METRICS[metric][1]
+
+
+@task(name="train_model")
+def train_model(
+    spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit preprocessing and estimator on the training split only."""
+    return fit_pipeline(spec, X_train, y_train)
