@@ -1,0 +1,107 @@
+"""The training flow under the Prefect test harness, against a throwaway SQLite MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor import registry
+from conveyor.errors import GateNotMet
+from flows.training import training_flow
+from tests.factories import classification_frame, write_csv, write_spec
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def trained(project: Path) -> dict:
+    write_csv(project, "data/train.csv", classification_frame())
+    spec = write_spec(project, "churn", "../data/train.csv")
+    return training_flow(spec=str(spec))
+
+
+def test_first_run_promotes_and_records_lineage(project: Path, trained: dict) -> None:
+    assert trained["outcome"] == "promoted"
+    assert trained["champion"] == trained["version"] == "1"
+    version = registry.get_version("churn", "1")
+    tags = version.tags
+    for key in ("data_digest", "spec_digest", "code_digest", "code_revision", "lineage_key", "artifact_digest"):
+        assert len(tags[f"conveyor.{key}"]) >= 7, key
+    assert tags["conveyor.decision"] == "promoted"
+    assert float(tags["conveyor.metric.roc_auc"]) > 0.8
+    run = registry.client().get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["roc_auc"] == pytest.approx(float(tags["conveyor.metric.roc_auc"]), rel=1e-5)
+    assert run.inputs.dataset_inputs[0].dataset.name == "churn"
+    artifacts = {item.path for item in registry.client().list_artifacts(version.run_id)}
+    assert {"model_card.md", "plots", "feature_importance.json", "validation", "conveyor"} <= artifacts
+    # The audit trail records the promotion.
+    trail = registry.audit_trail("churn")
+    assert trail[0]["outcome"] == "promoted" and trail[0]["version"] == "1"
+
+
+def test_champion_loads_by_alias_and_predicts(project: Path, trained: dict) -> None:
+    import mlflow.pyfunc
+
+    registry.client()
+    model = mlflow.pyfunc.load_model("models:/churn@champion")
+    frame = classification_frame(rows=20, seed=9).drop(columns=["label", "row_id"])
+    predictions = model.predict(frame)
+    assert len(predictions) == 20
+
+
+def test_rerun_on_same_data_adds_no_version(project: Path, trained: dict) -> None:
+    again = training_flow(spec=str(project / "pipelines" / "churn.yaml"))
+    assert again["reused"] is True
+    assert again["version"] == "1"
+    assert [str(v.version) for v in registry.list_versions("churn")] == ["1"]
+
+
+def test_worse_model_is_kept_out(project: Path, trained: dict) -> None:
+    spec = write_spec(
+        project,
+        "churn",
+        "../data/train.csv",
+        model={"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}},
+    )
+    worse = training_flow(spec=str(spec))
+    assert worse["outcome"] == "kept"
+    assert worse["version"] == "2"
+    assert str(registry.alias_version("churn", "champion").version) == "1"
+    assert str(registry.alias_version("churn", "challenger").version) == "2"
+    assert registry.get_version("churn", "2").tags["conveyor.decision"] == "kept"
+
+
+def test_better_model_replaces_the_champion(project: Path) -> None:
+    write_csv(project, "data/train.csv", classification_frame(rows=600))
+    weak = write_spec(
+        project, "churn", "../data/train.csv",
+        model={"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}},
+    )
+    assert training_flow(spec=str(weak))["outcome"] == "promoted"
+    strong = write_spec(project, "churn", "../data/train.csv", evaluation={"margin": 0.01})
+    result = training_flow(spec=str(strong))
+    assert result["outcome"] == "promoted", result["reason"]
+    assert str(registry.alias_version("churn", "champion").version) == "2"
+
+
+def test_floor_rejects_and_leaves_champion(project: Path, trained: dict) -> None:
+    spec = write_spec(
+        project, "churn", "../data/train.csv",
+        model={"estimator": "sklearn.dummy.DummyClassifier"},
+        evaluation={"floors": {"roc_auc": 0.7}},
+    )
+    with pytest.raises(GateNotMet, match="roc_auc 0.5 is below the floor 0.7"):
+        training_flow(spec=str(spec))
+    assert str(registry.alias_version("churn", "champion").version) == "1"
+    assert registry.get_version("churn", "2").tags["conveyor.decision"] == "rejected"
+    assert registry.audit_trail("churn")[0]["outcome"] == "rejected"
+
+
+def test_promotion_can_be_withheld(project: Path) -> None:
+    write_csv(project, "data/train.csv", classification_frame())
+    spec = write_spec(project, "churn", "../data/train.csv")
+    result = training_flow(spec=str(spec), allow_promotion=False)
+    assert result["outcome"] == "kept"
+    assert registry.alias_version("churn", "champion") is None
