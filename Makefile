@@ -1,0 +1,52 @@
+# Conveyor's menu. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export GX_ANALYTICS_ENABLED ?= false
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+# The environment: a venv with uv inside it, then the locked dependencies.
+$(BIN)/conveyor: pyproject.toml uv.lock
+	@test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
+	@touch $@
+
+.PHONY: install
+install: $(BIN)/conveyor ## Create .venv with the locked dependencies
+
+data/.written: $(BIN)/conveyor conveyor/examples.py
+	$(BIN)/python -c "from pathlib import Path; from conveyor.examples import write_examples; write_examples(Path('data'))"
+	@touch $@
+
+.PHONY: demo
+demo: data/.written ## Train the bundled example pipelines end to end
+	$(BIN)/conveyor train pipelines/*.yaml
+	@for name in $$(ls pipelines/*.yaml | xargs -n1 basename | sed 's/.yaml$$//'); do $(BIN)/conveyor show $$name; echo; done
+
+.PHONY: test
+test: $(BIN)/conveyor ## Run the whole test suite
+	$(BIN)/pytest
+
+.PHONY: test-fast
+test-fast: $(BIN)/conveyor ## Unit tests only
+	$(BIN)/pytest tests/unit
+
+.PHONY: lint
+lint: $(BIN)/conveyor ## ruff and mypy
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+.PHONY: bench
+bench: $(BIN)/conveyor ## Run the benchmarks (results in benchmarks/results/)
+	$(BIN)/python benchmarks/run.py
+
+.PHONY: clean
+clean: ## Remove the local stores (.conveyor/) and generated data
+	rm -rf .conveyor data
