@@ -9,20 +9,30 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-_CODE_PACKAGES = ("conveyor", "flows", "tasks")
+# The modules that decide what a training run produces; a change to any other (the CLI, the
+# stack, monitoring) does not make a new model.
+_TRAINING_CODE = (
+    "conveyor/spec.py",
+    "conveyor/decision.py",
+    "flows/training.py",
+    "tasks/data.py",
+    "tasks/contracts.py",
+    "tasks/training.py",
+    "tasks/evaluation.py",
+)
 # The libraries whose versions change what a fit produces or how the model loads.
 _RUNTIME = ("scikit-learn", "numpy", "scipy", "pandas", "skops", "mlflow")
 
 
 @cache
 def code_digest() -> str:
-    """sha256 of Conveyor's own source files and the versions of the libraries the model needs."""
+    """sha256 of the training code and the versions of the libraries the model needs."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for package in _CODE_PACKAGES:
-        for file in sorted((root / package).rglob("*.py")):
-            digest.update(file.relative_to(root).as_posix().encode())
-            digest.update(file.read_bytes())
+    for relative in _TRAINING_CODE:
+        file = root / relative
+        digest.update(relative.encode())
+        digest.update(file.read_bytes() if file.is_file() else b"")
     for requirement in pinned_requirements():
         digest.update(requirement.encode())
     return digest.hexdigest()

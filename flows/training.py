@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
@@ -14,9 +15,9 @@ from conveyor.decision import Decision, decide
 from conveyor.errors import DataError, GateNotMet, retry_unless_expected
 from conveyor.lineage import lineage_of
 from conveyor.orchestration import model_slot, run_tags
-from conveyor.spec import PipelineSpec, find_spec
+from conveyor.spec import DEFAULT_METRIC, PipelineSpec, find_spec
 from tasks.contracts import validate_data
-from tasks.data import Dataset, infer_task, load_data, split_data
+from tasks.data import Dataset, combined_digest, file_digest, infer_task, load_data, resolve_files, split_data
 from tasks.evaluation import compute_metrics, evaluate_champion, evaluate_model
 from tasks.registry import model_card, package_model, promote_model, register_model
 from tasks.training import infer_columns, train_model
@@ -38,13 +39,20 @@ class TrainingResult:
         return asdict(self)
 
 
-@task(name="find_existing_version")
+@task(name="digest_data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_expected)
+def digest_data(spec: PipelineSpec, data_path: str | None) -> str:
+    """sha256 over the data files' bytes, taken before parsing so an unchanged rerun reads nothing."""
+    files = resolve_files(spec.resolve_path(data_path or spec.data.path))
+    return combined_digest({path: file_digest(path) for path in files})
+
+
+@task(name="find_existing_version", cache_policy=NO_CACHE)
 def find_existing_version(name: str, lineage_key: str) -> Any | None:
     """A version already trained from the same data, spec and code (registry lookups are not cached)."""
     return registry.find_version_by_tag(name, "conveyor.lineage_key", lineage_key)
 
 
-@task(name="load_champion", retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_unless_expected)
+@task(name="load_champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_unless_expected)
 def load_champion(name: str) -> tuple[str | None, Any | None]:
     current = registry.alias_version(name, registry.CHAMPION)
     if current is None:
@@ -91,32 +99,21 @@ def training_flow(spec: str, data_path: str | None = None, allow_promotion: bool
 
 
 def _train(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool, logger: Any) -> dict[str, Any]:
+    lineage = lineage_of(digest_data(pipeline, data_path), pipeline.digest())
+    existing = find_existing_version(pipeline.name, lineage.key)
+    if existing is not None:
+        return _reuse(pipeline, existing, logger)
+
     dataset: Dataset = load_data(pipeline, data_path)
     target = pipeline.data.target
     if target not in dataset.frame.columns:
-        raise DataError(f"{dataset.files[0]}: target column {target!r} is not in the data (columns: {list(dataset.frame.columns)})")
+        raise DataError(
+            f"{dataset.files[0]}: target column {target!r} is not in the data "
+            f"(columns: {', '.join(map(str, dataset.frame.columns))})"
+        )
     pipeline = pipeline.for_task(pipeline.task or infer_task(dataset.frame[target]))
-    lineage = lineage_of(dataset.digest, pipeline.digest())
-
-    existing = find_existing_version(pipeline.name, lineage.key)
-    if existing is not None:
-        champion = registry.alias_version(pipeline.name, registry.CHAMPION)
-        result = TrainingResult(
-            model=pipeline.name,
-            version=str(existing.version),
-            outcome=existing.tags.get("conveyor.decision", "kept"),
-            reason=f"same data, spec and code as version {existing.version}: nothing to do",
-            metric=pipeline.primary_metric,
-            value=float(existing.tags.get(f"conveyor.metric.{pipeline.primary_metric}", "nan")),
-            champion=None if champion is None else str(champion.version),
-            run_id=existing.run_id,
-            reused=True,
-        )
-        logger.info(result.reason)
-        create_markdown_artifact(
-            f"# {pipeline.name}: unchanged\n\n{result.reason}.", key=f"training-{_key(pipeline.name)}"
-        )
-        return result.as_dict()
+    if dataset.digest != lineage.data_digest:  # the files changed while we were reading them
+        lineage = lineage_of(dataset.digest, pipeline.digest())
 
     run_id = registry.start_run(
         pipeline.name,
@@ -148,6 +145,29 @@ def _train(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool,
     return result.as_dict()
 
 
+def _reuse(pipeline: PipelineSpec, existing: Any, logger: Any) -> dict[str, Any]:
+    """Report the version already trained from the same data, spec and code; change nothing."""
+    task_type = existing.tags.get("conveyor.task", "binary")
+    metric = pipeline.evaluation.metric or DEFAULT_METRIC[task_type]
+    champion = registry.alias_version(pipeline.name, registry.CHAMPION)
+    result = TrainingResult(
+        model=pipeline.name,
+        version=str(existing.version),
+        outcome=existing.tags.get("conveyor.decision", "kept"),
+        reason=f"same data, spec and code as version {existing.version}: nothing to do",
+        metric=metric,
+        value=float(existing.tags.get(f"conveyor.metric.{metric}", "nan")),
+        champion=None if champion is None else str(champion.version),
+        run_id=existing.run_id,
+        reused=True,
+    )
+    logger.info(result.reason)
+    create_markdown_artifact(
+        f"# {pipeline.name}: unchanged\n\n{result.reason}.", key=f"training-{_key(pipeline.name)}"
+    )
+    return result.as_dict()
+
+
 def _train_in_run(
     pipeline: PipelineSpec, dataset: Dataset, lineage: Any, run_id: str, allow_promotion: bool
 ) -> tuple[TrainingResult, dict[str, float], dict[str, float] | None]:
@@ -170,9 +190,7 @@ def _train_in_run(
             **{f"model.{key}": value for key, value in pipeline.model.params.items()},
         },
     )
-    model, best_params = train_model.with_options(cache_key_fn=lambda *_: f"fit-{lineage.key}")(
-        pipeline, split.X_train, split.y_train
-    )
+    model, best_params = train_model(pipeline, split.X_train, split.y_train, content_key=lineage.key)
     evaluation = evaluate_model(pipeline.task, model, split.X_test, split.y_test, pipeline.data.split.seed)
     champion_version, champion_model = load_champion(pipeline.name)
     champion_metrics = evaluate_champion(pipeline.task, champion_model, split.X_test, split.y_test)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from sklearn import metrics as skm
 from sklearn.inspection import permutation_importance
 
@@ -25,17 +26,23 @@ class Evaluation:
     plots: dict[str, bytes] = field(default_factory=dict)
 
 
-def compute_metrics(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    """The task's standard metrics on one frame."""
+def predict(task_type: TaskType, model: Any, X: pd.DataFrame) -> np.ndarray:
+    """Class probabilities for classifiers, values for regressors: one pass over the rows."""
+    return model.predict(X) if task_type == "regression" else model.predict_proba(X)
+
+
+def metrics_from_predictions(
+    task_type: TaskType, classes: list[Any] | None, y: pd.Series, output: np.ndarray
+) -> dict[str, float]:
+    """The task's standard metrics from the truth and one prediction pass."""
     if task_type == "regression":
-        predicted = model.predict(X)
         return {
-            "rmse": float(skm.root_mean_squared_error(y, predicted)),
-            "mae": float(skm.mean_absolute_error(y, predicted)),
-            "r2": float(skm.r2_score(y, predicted)),
+            "rmse": float(skm.root_mean_squared_error(y, output)),
+            "mae": float(skm.mean_absolute_error(y, output)),
+            "r2": float(skm.r2_score(y, output)),
         }
-    proba = model.predict_proba(X)
-    classes = list(model.classes_)
+    assert classes is not None
+    proba = output
     predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
     truth = np.asarray(y, dtype=object)
     result = {
@@ -61,6 +68,12 @@ def compute_metrics(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Seri
     return result
 
 
+def compute_metrics(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    """The task's standard metrics on one frame."""
+    classes = None if task_type == "regression" else list(model.classes_)
+    return metrics_from_predictions(task_type, classes, y, predict(task_type, model, X))
+
+
 def feature_importance(
     model: Any, X: pd.DataFrame, y: pd.Series, task_type: TaskType, seed: int
 ) -> dict[str, float]:
@@ -80,7 +93,9 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def evaluation_plots(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, bytes]:
+def evaluation_plots(
+    task_type: TaskType, classes: list[Any] | None, y: pd.Series, output: np.ndarray
+) -> dict[str, bytes]:
     """PNG plots: ROC, precision-recall and confusion matrix for classifiers, residuals otherwise."""
     import matplotlib
 
@@ -91,23 +106,27 @@ def evaluation_plots(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Ser
     plots: dict[str, bytes] = {}
     try:
         if task_type == "regression":
-            predicted = model.predict(X)
             figure, axis = plt.subplots(figsize=(5, 4))
-            axis.scatter(predicted, np.asarray(y) - predicted, s=6, alpha=0.5)
+            axis.scatter(output, np.asarray(y) - output, s=6, alpha=0.5)
             axis.axhline(0, color="grey", linewidth=1)
             axis.set(xlabel="predicted", ylabel="residual", title="Residuals on the holdout")
             plots["residuals.png"] = _png(figure)
             return plots
+        assert classes is not None
+        predicted = np.asarray(classes, dtype=object)[output.argmax(axis=1)]
         figure, axis = plt.subplots(figsize=(5, 4))
-        ConfusionMatrixDisplay.from_estimator(model, X, y, ax=axis, colorbar=False)
+        ConfusionMatrixDisplay.from_predictions(
+            np.asarray(y, dtype=object), predicted, labels=classes, ax=axis, colorbar=False
+        )
         axis.set_title("Confusion matrix on the holdout")
         plots["confusion_matrix.png"] = _png(figure)
         if task_type == "binary" and y.nunique() == 2:
+            truth = np.asarray(y) == classes[1]
             figure, axis = plt.subplots(figsize=(5, 4))
-            RocCurveDisplay.from_estimator(model, X, y, ax=axis)
+            RocCurveDisplay.from_predictions(truth, output[:, 1], ax=axis)
             plots["roc_curve.png"] = _png(figure)
             figure, axis = plt.subplots(figsize=(5, 4))
-            PrecisionRecallDisplay.from_estimator(model, X, y, ax=axis)
+            PrecisionRecallDisplay.from_predictions(truth, output[:, 1], ax=axis)
             plots["precision_recall.png"] = _png(figure)
         return plots
     finally:
@@ -117,20 +136,22 @@ def evaluation_plots(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Ser
 def evaluate(
     task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int = 0
 ) -> Evaluation:
+    classes = None if task_type == "regression" else list(model.classes_)
+    output = predict(task_type, model, X)
     return Evaluation(
-        metrics=compute_metrics(task_type, model, X, y),
+        metrics=metrics_from_predictions(task_type, classes, y, output),
         importance=feature_importance(model, X, y, task_type, seed),
-        plots=evaluation_plots(task_type, model, X, y),
+        plots=evaluation_plots(task_type, classes, y, output),
     )
 
 
-@task(name="evaluate_model")
+@task(name="evaluate_model", cache_policy=NO_CACHE)
 def evaluate_model(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int) -> Evaluation:
     """Metrics, plots and permutation importance on the holdout."""
     return evaluate(task_type, model, X, y, seed)
 
 
-@task(name="evaluate_champion")
+@task(name="evaluate_champion", cache_policy=NO_CACHE)
 def evaluate_champion(
     task_type: TaskType, champion: Any | None, X: pd.DataFrame, y: pd.Series
 ) -> dict[str, float] | None:

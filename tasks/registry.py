@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from conveyor import registry
 from conveyor.decision import Decision, decide
@@ -21,6 +22,7 @@ _IO_RETRIES: dict[str, Any] = {
     "retries": 2,
     "retry_delay_seconds": [2, 5],
     "retry_condition_fn": retry_unless_expected,
+    "cache_policy": NO_CACHE,
 }
 
 
@@ -107,7 +109,7 @@ def register_model(
     return Registered(str(version.version), run_id, packaged.model_uri)
 
 
-@task(name="promote_model")
+@task(name="promote_model", cache_policy=NO_CACHE)
 def promote_model(
     spec: PipelineSpec,
     registered: Registered,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -132,9 +133,17 @@ def greater_is_better(metric: str) -> bool:
     return METRICS[metric][1]
 
 
-@task(name="train_model")
+def _content_key(context: Any, parameters: dict[str, Any]) -> str:
+    return f"fit-{parameters['content_key']}"
+
+
+@task(name="train_model", cache_key_fn=_content_key, cache_expiration=timedelta(days=7), persist_result=True)
 def train_model(
-    spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series
+    spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series, content_key: str
 ) -> tuple[Pipeline, dict[str, Any]]:
-    """Fit preprocessing and estimator on the training split only."""
+    """Fit preprocessing and estimator on the training split only.
+
+    Cached on `content_key` (a digest of the data's bytes, the spec and the code), never on the
+    frames themselves: hashing a DataFrame is slow and fails for some dtypes (prefect #17547).
+    """
     return fit_pipeline(spec, X_train, y_train)

@@ -1,0 +1,263 @@
+"""Training benchmark: `conveyor train` against the plain script (benchmarks/plain_train.py).
+
+1. fixed overhead at 1k rows (conveyor minus plain), embedded Prefect and with a running server
+2. ratio at N rows x 20 columns (default 1M), same estimator
+3. cached rerun (unchanged data and spec) against the cold run
+4. package + register cost per model
+Each figure is the median of --repeats runs, measured side by side in one process tree.
+Usage: benchmarks/bench_training.py [--large-rows 1000000] [--repeats 3] [--out benchmarks/results/training.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / ".work" / "training"
+BIN = Path(sys.executable).parent
+SPEC = "name: bench\ndata:\n  path: ../data.csv\n  target: label\n"
+
+
+def make_frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    """16 numeric and 4 categorical features, a binary target with real signal."""
+    rng = np.random.default_rng(seed)
+    data: dict[str, object] = {f"n{i}": rng.normal(size=rows).astype("float32").round(4) for i in range(16)}
+    for i in range(4):
+        data[f"c{i}"] = rng.choice(["a", "b", "c", "d", "e"], size=rows)
+    signal = data["n0"] - 0.5 * data["n1"] + (data["c0"] == "a") + rng.normal(scale=1.0, size=rows)  # type: ignore[operator]
+    data["label"] = np.where(signal > 0, "yes", "no")
+    return pd.DataFrame(data)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
+    env |= {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(home / ".prefect"),
+        "CONVEYOR_HOME": str(home),
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    return env
+
+
+def prepare(data: Path, name: str) -> Path:
+    """A fresh project folder: the spec, the data (linked) and a drafted contract."""
+    home = WORK / name
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "pipelines").mkdir(parents=True)
+    (home / "pipelines" / "bench.yaml").write_text(SPEC)
+    os.link(data, home / "data.csv")
+    contract = data.with_suffix(".expectations.json")
+    shutil.copy(contract, home / "pipelines" / "bench.expectations.json")
+    return home
+
+
+def draft(data: Path) -> None:
+    """Draft the contract once per dataset, outside the timings (both sides validate with it)."""
+    from conveyor.spec import load_spec
+    from tasks.contracts import draft_contract
+
+    spec_path = data.parent / f"{data.stem}.yaml"
+    spec_path.write_text(SPEC.replace("../data.csv", data.name))
+    spec = load_spec(spec_path).for_task("binary")
+    suite = draft_contract(spec, pd.read_csv(data, engine="pyarrow"))
+    data.with_suffix(".expectations.json").write_text(json.dumps(suite, indent=1))
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{command} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return elapsed
+
+
+def conveyor_run(data: Path, label: str, api_url: str | None, rerun: bool = False) -> tuple[float, float | None]:
+    home = prepare(data, label)
+    env = base_env(home)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    cold = timed([str(BIN / "conveyor"), "train", "bench"], env, home)
+    warm = timed([str(BIN / "conveyor"), "train", "bench"], env, home) if rerun else None
+    return cold, warm
+
+
+def plain_run(data: Path, label: str) -> float:
+    home = prepare(data, label)
+    uri = f"sqlite:///{home / 'plain.db'}"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "plain_train.py"),
+        str(home / "data.csv"),
+        "label",
+        str(home / "pipelines" / "bench.expectations.json"),
+        uri,
+        "bench",
+    ]
+    return timed(command, base_env(home), home)
+
+
+class PrefectServer:
+    """A Prefect server for the 'running stack' measurements, stopped by its pid."""
+
+    def __enter__(self) -> str:
+        port = free_port()
+        home = WORK / "prefect-server"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        env = base_env(home)
+        self.log = open(home / "server.log", "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}/api"
+        import httpx
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("the Prefect server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        os.killpg(self.process.pid, 15)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def package_register_cost(repeats: int) -> dict[str, float]:
+    """Per-model cost of Conveyor's package + register against bare log_model + create_model_version."""
+    home = WORK / "package"
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "pipelines").mkdir(parents=True)
+    os.environ["CONVEYOR_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    from conveyor import registry
+    from conveyor.lineage import pinned_requirements
+    from conveyor.spec import parse_spec
+    from tasks.training import fit_pipeline
+
+    frame = make_frame(1000)
+    spec = parse_spec({"name": "pkg", "data": {"path": "x", "target": "label"}}).for_task("binary")
+    X, y = frame.drop(columns="label"), frame["label"]
+    model, _ = fit_pipeline(spec, X, y)
+    example, output = X.head(5), model.predict_proba(X.head(5))
+    requirements = list(pinned_requirements())
+    experiment = registry.ensure_experiment("pkg")
+    registry.client().create_registered_model("pkg-bare")
+    ours, bare = [], []
+    for i in range(repeats + 1):  # the first round warms imports and the store
+        run_id = registry.start_run("pkg", f"r{i}", {})
+        start = time.perf_counter()
+        packaged = registry.package_model(run_id, model, example, output, requirements, {"model_card.md": "# card"})
+        registry.register_version("pkg", packaged.model_uri, run_id, {"k": "v"})
+        ours.append(time.perf_counter() - start)
+        run = registry.client().create_run(experiment)
+        start = time.perf_counter()
+        with mlflow.start_run(run_id=run.info.run_id):
+            info = mlflow.sklearn.log_model(
+                model, name="model", signature=infer_signature(example, output), input_example=example,
+                pip_requirements=requirements,
+                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            )
+        registry.client().create_model_version("pkg-bare", info.model_uri, run_id=run.info.run_id)
+        bare.append(time.perf_counter() - start)
+    return {"conveyor_s": statistics.median(ours[1:]), "bare_mlflow_s": statistics.median(bare[1:])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--small-rows", type=int, default=1000)
+    parser.add_argument("--large-rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "training.json"))
+    args = parser.parse_args()
+    os.environ.pop("OMP_NUM_THREADS", None)
+
+    small, large = WORK / "small.csv", WORK / "large.csv"
+    write_csv(make_frame(args.small_rows), small)
+    write_csv(make_frame(args.large_rows, seed=1), large)
+    draft(small)
+    draft(large)
+
+    runs: dict[str, list[float]] = {k: [] for k in (
+        "small_plain", "small_embedded", "small_server", "large_plain", "large_server", "large_rerun"
+    )}
+    with PrefectServer() as api_url:
+        for i in range(args.repeats):
+            print(f"round {i + 1}/{args.repeats}", file=sys.stderr, flush=True)
+            runs["small_plain"].append(plain_run(small, "small-plain"))
+            runs["small_embedded"].append(conveyor_run(small, "small-embedded", None)[0])
+            runs["small_server"].append(conveyor_run(small, "small-server", api_url)[0])
+            runs["large_plain"].append(plain_run(large, "large-plain"))
+            cold, warm = conveyor_run(large, "large-server", api_url, rerun=True)
+            runs["large_server"].append(cold)
+            runs["large_rerun"].append(warm or 0.0)
+    median = {key: statistics.median(values) for key, values in runs.items()}
+    package = package_register_cost(max(5, args.repeats))
+
+    overhead_embedded = median["small_embedded"] - median["small_plain"]
+    overhead_server = median["small_server"] - median["small_plain"]
+    ratio = median["large_server"] / median["large_plain"]
+    cached = median["large_rerun"] / median["large_server"]
+    goals = {
+        "fixed_overhead_s (running Prefect server)": {"value": round(overhead_server, 2), "goal": "< 3", "met": overhead_server < 3},
+        "fixed_overhead_s (embedded, temporary Prefect server)": {"value": round(overhead_embedded, 2), "goal": "< 3", "met": overhead_embedded < 3},
+        f"ratio_at_{args.large_rows}_rows": {"value": round(ratio, 3), "goal": "<= 1.05", "met": ratio <= 1.05},
+        "cached_rerun_over_cold": {"value": round(cached, 3), "goal": "<= 0.2", "met": cached <= 0.2},
+        "package_register_s_per_model": {"value": round(package["conveyor_s"], 3), "goal": "< 0.2", "met": package["conveyor_s"] < 0.2},
+    }
+    result = {
+        "benchmark": "training",
+        "baseline": "benchmarks/plain_train.py (same steps and libraries, no Prefect)",
+        "repeats": args.repeats,
+        "rows": {"small": args.small_rows, "large": args.large_rows, "columns": 20},
+        "median_seconds": {k: round(v, 3) for k, v in median.items()},
+        "all_seconds": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+        "package_register": {k: round(v, 4) for k, v in package.items()},
+        "goals": goals,
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(goals, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.evaluation import evaluate, metrics_from_predictions
+
+
+def test_binary_metrics_by_hand() -> None:
+    y = pd.Series(["no", "no", "yes", "yes"])
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.35, 0.65], [0.2, 0.8]])
+    result = metrics_from_predictions("binary", ["no", "yes"], y, proba)
+    assert result["accuracy"] == pytest.approx(0.75)
+    assert result["precision"] == pytest.approx(2 / 3)
+    assert result["recall"] == pytest.approx(1.0)
+    # Positives score 0.65 and 0.8, negatives 0.1 and 0.6: every positive outranks every negative.
+    assert result["roc_auc"] == pytest.approx(1.0)
+
+
+def test_regression_metrics_by_hand() -> None:
+    result = metrics_from_predictions("regression", None, pd.Series([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
+    assert result["mae"] == pytest.approx(2 / 3)
+    assert result["rmse"] == pytest.approx(np.sqrt(4 / 3))
+
+
+def test_evaluate_gives_plots_and_importance_for_the_signal_feature() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"signal": rng.normal(size=300), "noise": rng.normal(size=300)})
+    y = pd.Series(np.where(X["signal"] > 0, "a", "b"))
+    model = LogisticRegression().fit(X, y)
+    result = evaluate("binary", model, X, y)
+    assert set(result.plots) == {"confusion_matrix.png", "roc_curve.png", "precision_recall.png"}
+    assert all(content.startswith(b"\x89PNG") for content in result.plots.values())
+    assert list(result.importance)[0] == "signal"
+    assert result.importance["signal"] > result.importance["noise"]
