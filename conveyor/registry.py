@@ -298,3 +298,48 @@ def promotion_lock(name: str, timeout: float = 120) -> Iterator[None]:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+def version_profile(name: str, version: str) -> dict[str, Any]:
+    """The reference profile stored with a version at training time."""
+    model_version = get_version(name, version)
+    try:
+        return dict(json.loads(artifact_text(model_version.run_id, "conveyor/profile.json")))
+    except Exception as exc:  # an older version or a model registered outside Conveyor
+        raise RegistryError(f"model {name} version {version} has no reference profile ({exc})") from None
+
+
+def model_tag(name: str, key: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_registered_model(name).tags.get(key)
+    except MlflowException:
+        return None
+
+
+def set_model_tag(name: str, key: str, value: str) -> None:
+    mlflow_client = client()
+    with contextlib.suppress(Exception):  # already exists
+        mlflow_client.create_registered_model(name, tags={"conveyor.managed": "true"})
+    mlflow_client.set_registered_model_tag(name, key, value)
+
+
+def delete_model_tag(name: str, key: str) -> None:
+    with contextlib.suppress(Exception):
+        client().delete_registered_model_tag(name, key)
+
+
+def last_training_start(name: str) -> float | None:
+    """When the model's latest training run started (epoch seconds), from the tracking store."""
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`conveyor.kind` = 'training'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.start_time / 1000 if runs else None

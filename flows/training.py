@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,12 +15,14 @@ from prefect.runtime import flow_run
 from conveyor import registry
 from conveyor.decision import Decision, decide
 from conveyor.errors import DataError, GateNotMet, retry_unless_expected
+from conveyor.events import DATA_ARRIVED, POLICY
 from conveyor.lineage import lineage_of
 from conveyor.orchestration import model_slot, run_tags
 from conveyor.spec import DEFAULT_METRIC, PipelineSpec, find_spec
 from tasks.contracts import validate_data
 from tasks.data import Dataset, combined_digest, file_digest, infer_task, load_data, resolve_files, split_data
-from tasks.evaluation import compute_metrics, evaluate_champion, evaluate_model
+from tasks.drift import build_profile
+from tasks.evaluation import compute_metrics, evaluate_champion, evaluate_model, prediction_frame
 from tasks.registry import model_card, package_model, promote_model, register_model
 from tasks.training import infer_columns, train_model
 
@@ -82,19 +86,46 @@ def _run_name() -> str:
     return f"train-{str(spec).rsplit('/', 1)[-1].removesuffix('.yaml')}"
 
 
+def retrain_refusal(spec: PipelineSpec, trigger: str, last_start: float | None, now: float) -> str | None:
+    """Why an event-triggered run must not train (None: it may): the spec's `retrain_on`
+    policy, then the per-model cooldown since the last training run started."""
+    policy = POLICY.get(trigger)
+    if policy is None:
+        return f"unknown trigger {trigger!r}; expected one of {sorted(POLICY)}"
+    if policy not in spec.monitoring.retrain_on:
+        return f"{trigger}: monitoring.retrain_on {list(spec.monitoring.retrain_on)} does not include {policy!r}"
+    cooldown = spec.monitoring.cooldown_minutes * 60
+    if last_start is not None and now - last_start < cooldown:
+        waited = (now - last_start) / 60
+        return f"{trigger}: cooling down ({waited:.1f} of {spec.monitoring.cooldown_minutes:g} minutes since the last training run)"
+    return None
+
+
 @flow(name="training", flow_run_name=_run_name, log_prints=False)
-def training_flow(spec: str, data_path: str | None = None, allow_promotion: bool = True) -> dict[str, Any]:
+def training_flow(
+    spec: str, data_path: str | None = None, allow_promotion: bool = True, trigger: str | None = None
+) -> dict[str, Any]:
     """Validate, train, evaluate, package, register and (when it earns it) promote one model.
 
     Args:
         spec: the model's name under pipelines/, or a path to its YAML spec
         data_path: read this file or glob instead of the spec's data.path
         allow_promotion: when false, a better model is registered but the champion does not move
+        trigger: the event that started this run (set by deployment triggers); the spec's
+            retrain_on policy and cooldown decide whether it trains
     """
     logger = get_run_logger()
     pipeline = find_spec(spec)
     run_tags(pipeline.name)
     with model_slot(pipeline.name):
+        if trigger:
+            refusal = retrain_refusal(pipeline, trigger, registry.last_training_start(pipeline.name), time.time())
+            if refusal is not None:
+                if trigger == DATA_ARRIVED:  # let the watch flow announce the data again later
+                    registry.delete_model_tag(pipeline.name, "conveyor.announced_data_digest")
+                logger.info("not training %s: %s", pipeline.name, refusal)
+                return {"model": pipeline.name, "outcome": "skipped", "reason": refusal, "version": None,
+                        "metric": None, "value": None, "champion": None, "run_id": None, "reused": False}
         return _train(pipeline, data_path, allow_promotion, logger)
 
 
@@ -120,6 +151,7 @@ def _train(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool,
         run_name=f"train-{pipeline.name}",
         tags={
             **lineage.tags(),
+            "conveyor.kind": "training",
             "conveyor.model": pipeline.name,
             "conveyor.task": str(pipeline.task),
             "conveyor.prefect_flow_run_id": str(flow_run.id or ""),
@@ -210,6 +242,14 @@ def _train_in_run(
         pipeline.evaluation.margin,
     )
     roles = infer_columns(split.X_train)
+    profile = build_profile(
+        split.X_train,
+        list(roles.numeric),
+        list(roles.categorical),
+        prediction_frame(pipeline.task, model, split.X_test),  # type: ignore[arg-type]
+        evaluation.metrics,
+        seed=pipeline.data.split.seed,
+    )
     card = model_card(
         pipeline, len(dataset.frame), lineage, evaluation.metrics, champion_metrics, evaluation.importance, best_params
     )
@@ -221,6 +261,8 @@ def _train_in_run(
         {
             "conveyor/spec.json": pipeline.model_dump_json(indent=2),
             "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
+            # Monitoring compares recent rows with this instead of reloading the training data.
+            "conveyor/profile.json": json.dumps(profile),
         },
     )
     tags = {

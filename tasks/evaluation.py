@@ -68,6 +68,17 @@ def metrics_from_predictions(
     return result
 
 
+def prediction_frame(task_type: TaskType, model: Any, X: pd.DataFrame) -> pd.DataFrame:
+    """Predictions as scoring writes them: `prediction`, plus `proba_<class>` for classifiers."""
+    output = predict(task_type, model, X)
+    if task_type == "regression":
+        return pd.DataFrame({"prediction": output}, index=X.index)
+    classes = list(model.classes_)
+    frame = pd.DataFrame(output, columns=[f"proba_{c}" for c in classes], index=X.index)
+    frame.insert(0, "prediction", np.asarray(classes, dtype=object)[output.argmax(axis=1)])
+    return frame
+
+
 def compute_metrics(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     """The task's standard metrics on one frame."""
     classes = None if task_type == "regression" else list(model.classes_)
