@@ -1,9 +1,18 @@
-"""Load a spec's data from files, take its content digest, and split it deterministically."""
+"""Load a spec's data from files, take its content digest, and split it deterministically.
+
+Every refusal is a DataError whose one-line message names the file (and the column or line
+where there is one): a user must be able to fix the file from the message alone.
+"""
 
 from __future__ import annotations
 
+import bisect
+import csv
 import glob
 import hashlib
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +23,11 @@ from conveyor.errors import DataError, retry_unless_expected
 from conveyor.spec import PipelineSpec, TaskType
 
 _READ_CHUNK = 1 << 20
+_PARQUET = {".parquet", ".pq"}
+_CSV = {".csv", ".tsv", ".txt"}
+_COMPRESSED = {".gz", ".bz2", ".xz", ".zst", ".zip"}
+# Delimiters a CSV export may have used instead of the comma, in the order they are tried.
+_OTHER_DELIMITERS = (";", "\t", "|")
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,41 @@ class Dataset:
     digest: str
     files: tuple[str, ...]
     file_digests: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    row_counts: tuple[int, ...] = ()
+
+    def file_of_row(self, position: int) -> str:
+        """The file that row `position` of the frame was read from."""
+        if len(self.files) == 1 or not self.row_counts:
+            return self.files[0]
+        ends = list(_cumulative(self.row_counts))
+        return self.files[min(bisect.bisect_right(ends, position), len(self.files) - 1)]
+
+
+def _cumulative(counts: Sequence[int]) -> list[int]:
+    total, ends = 0, []
+    for count in counts:
+        total += count
+        ends.append(total)
+    return ends
+
+
+def display_path(path: str) -> str:
+    """A path as a user would type it: relative to the working directory when inside it."""
+    if "://" in path:
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+    return path if relative.startswith("..") else relative
+
+
+def _kind(path: str) -> str:
+    suffixes = [suffix.lower() for suffix in Path(path).suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSED:
+        suffixes.pop()
+    return "parquet" if suffixes and suffixes[-1] in _PARQUET else "csv"
 
 
 def resolve_files(pattern: str) -> list[str]:
@@ -31,16 +80,25 @@ def resolve_files(pattern: str) -> list[str]:
     if any(char in pattern for char in "*?["):
         files = sorted(path for path in glob.glob(pattern, recursive=True) if Path(path).is_file())
         if not files:
-            raise DataError(f"{pattern}: the glob matches no file")
+            raise DataError(f"{display_path(pattern)}: the glob matches no file")
         return files
     path = Path(pattern)
     if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.suffix in {".csv", ".parquet", ".pq"})
+        data_suffixes = _PARQUET | _CSV
+        files = sorted(
+            str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in data_suffixes
+        )
         if not files:
-            raise DataError(f"{pattern}: the folder holds no .csv or .parquet file")
+            raise DataError(f"{display_path(pattern)}: the folder holds no .csv or .parquet file")
         return files
+    if not path.exists():
+        parent = path.parent
+        where = (
+            "" if parent.is_dir() else f" (the folder {display_path(str(parent))} does not exist)"
+        )
+        raise DataError(f"{display_path(pattern)}: no such file{where}")
     if not path.is_file():
-        raise DataError(f"{pattern}: no such file")
+        raise DataError(f"{display_path(pattern)}: not a regular file")
     return [str(path)]
 
 
@@ -60,33 +118,243 @@ def combined_digest(file_digests: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def read_file(path: str, max_file_mb: float) -> pd.DataFrame:
-    """Read one CSV or Parquet file; refuse it unread when it is larger than the limit."""
-    size_mb = Path(path).stat().st_size / 1e6
-    if size_mb > max_file_mb:
-        raise DataError(f"{path}: {size_mb:.1f} MB is above the {max_file_mb:g} MB limit (data.max_file_mb)")
-    if size_mb == 0:
-        raise DataError(f"{path}: the file is empty")
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
-        return pd.read_csv(path, engine="pyarrow")
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"{path}: cannot be read as {suffix.lstrip('.') or 'CSV'}: {exc}") from None
+def _size(size: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} bytes"
 
 
-def load_dataset(pattern: str, max_file_mb: float = 2048) -> Dataset:
-    """Read every file the pattern names into one frame, with per-file and combined digests."""
+def check_size(path: str, max_file_mb: float) -> None:
+    """Refuse a file above the limit, or an empty one, from its size alone (nothing is read)."""
+    size = Path(path).stat().st_size
+    if size > max_file_mb * 1e6:
+        raise DataError(
+            f"{display_path(path)}: {_size(size)} is above the {max_file_mb:g} MB limit "
+            "(raise data.max_file_mb in the spec to accept it)"
+        )
+    if size == 0:
+        raise DataError(f"{display_path(path)}: the file is empty (0 bytes)")
+
+
+def data_digest(pattern: str, max_file_mb: float = 2048) -> str:
+    """The combined digest of the files a pattern names; files over the limit are refused unread."""
     files = resolve_files(pattern)
-    digests = {path: file_digest(path) for path in files}
-    frames = [read_file(path, max_file_mb) for path in files]
-    first = list(frames[0].columns)
-    for path, frame in zip(files[1:], frames[1:], strict=True):
-        if list(frame.columns) != first:
-            raise DataError(f"{path}: columns {list(frame.columns)} differ from {files[0]}'s {first}")
+    for path in files:
+        check_size(path, max_file_mb)
+    return combined_digest({path: file_digest(path) for path in files})
+
+
+def _first_bad_utf8(path: str) -> tuple[int, int, int] | None:
+    """(line, column, byte) of the first byte that is not UTF-8, or None when the file decodes."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, offset_in_line = 1, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                before = chunk[: exc.start]
+                newlines = before.count(b"\n")
+                column = (
+                    exc.start - (before.rfind(b"\n") + 1)
+                    if newlines
+                    else offset_in_line + exc.start
+                )
+                return line + newlines, column + 1, chunk[exc.start]
+            newlines = chunk.count(b"\n")
+            line += newlines
+            offset_in_line = (
+                len(chunk) - chunk.rfind(b"\n") - 1 if newlines else offset_in_line + len(chunk)
+            )
+    return None
+
+
+def _ragged_line(path: str, delimiter: str = ",") -> tuple[int, int, int] | None:
+    """(line, fields, header fields) of the first row whose field count differs from the header."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            return None
+        for row in reader:
+            if row and len(row) != len(header):
+                return reader.line_num, len(row), len(header)
+    return None
+
+
+def _utf8_error(path: str, column: str | None = None) -> DataError:
+    where = _first_bad_utf8(path)
+    about = f"column {column!r}: " if column else ""
+    if where is None:
+        return DataError(f"{display_path(path)}: {about}not UTF-8 text (re-save the file as UTF-8)")
+    line, col, byte = where
+    return DataError(
+        f"{display_path(path)}: {about}not UTF-8 text: byte 0x{byte:02x} at line {line}, "
+        f"column {col} (re-save the file as UTF-8)"
+    )
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, engine="pyarrow")
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"{display_path(path)}: no header row (the file holds only blank lines)"
+        ) from None
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
+    except Exception as exc:  # pyarrow raises several unrelated types for a malformed file
+        text = str(exc)
+        if "UTF8" in text or "UTF-8" in text or "utf-8" in text:
+            raise _utf8_error(path) from None
+        ragged = _ragged_line(path)
+        if ragged is not None:
+            line, fields, expected = ragged
+            raise DataError(
+                f"{display_path(path)}: malformed CSV: line {line} has {fields} "
+                f"field{'s' * (fields != 1)}, the header has {expected} (ragged rows)"
+            ) from None
+        raise DataError(
+            f"{display_path(path)}: cannot be read as CSV: {text.splitlines()[0]}"
+        ) from None
+    # pyarrow reads text that is not UTF-8 as raw bytes rather than failing: name the column.
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            sample = frame[column].dropna()
+            if len(sample) and sample.map(type).eq(bytes).any():
+                raise _utf8_error(path, str(column))
+    return frame
+
+
+def _read_parquet(path: str) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow.ArrowInvalid, OSError, ... for a file that is not Parquet
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{display_path(path)}: cannot be read as Parquet: {first}") from None
+
+
+def _single_column_problem(
+    path: str, frame: pd.DataFrame, expected_columns: Sequence[str] | None
+) -> str | None:
+    """Why a CSV that parsed to one column is wrong (another delimiter), or None when it is fine."""
+    if frame.shape[1] != 1:
+        return None
+    header = str(frame.columns[0])
+    for delimiter in _OTHER_DELIMITERS:
+        if delimiter in header:
+            shown = {"\t": "a tab"}.get(delimiter, repr(delimiter))
+            return (
+                f"parsed as a single column {header[:60]!r}: the delimiter looks like {shown}; "
+                "Conveyor reads comma-separated files (re-export the file with commas)"
+            )
+    if expected_columns is not None and len(expected_columns) > 1:
+        return (
+            f"parsed as a single column {header[:60]!r} but the contract expects "
+            f"{len(expected_columns)} columns: wrong delimiter?"
+        )
+    return None
+
+
+def read_file(
+    path: str, max_file_mb: float, expected_columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Read one CSV or Parquet file; refuse it unread when it is larger than the limit."""
+    check_size(path, max_file_mb)
+    if _kind(path) == "parquet":
+        frame = _read_parquet(path)
+    else:
+        frame = _read_csv(path)
+        if problem := _single_column_problem(path, frame, expected_columns):
+            raise DataError(f"{display_path(path)}: {problem}")
+    if frame.shape[1] == 0:
+        raise DataError(f"{display_path(path)}: no columns")
+    if len(frame) == 0:
+        raise DataError(f"{display_path(path)}: a header but no data rows")
+    return frame
+
+
+def _family(dtype: object) -> str:
+    """A coarse type family: files of one dataset may differ in width (int32/int64), not in kind."""
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return "text"
+
+
+def _schema_difference(
+    path: str, frame: pd.DataFrame, first_path: str, first: pd.DataFrame
+) -> str | None:
+    """How a file's columns differ from the first file's (order aside), or None."""
+    if set(frame.columns) != set(first.columns):
+        missing = [c for c in first.columns if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in first.columns]
+        parts = []
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            parts.append(f"column {missing[0]!r} missing{more}")
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            parts.append(f"unexpected column {extra[0]!r}{more}")
+        return f"{'; '.join(parts)}: the schema differs from {display_path(first_path)}"
+    for column in first.columns:
+        ours, theirs = _family(frame[column].dtype), _family(first[column].dtype)
+        # An all-missing column reads as numbers whatever it was meant to hold.
+        if ours != theirs and frame[column].notna().any() and first[column].notna().any():
+            return (
+                f"column {column!r} holds {ours} ({frame[column].dtype}) here but "
+                f"{theirs} ({first[column].dtype}) in {display_path(first_path)}"
+            )
+    return None
+
+
+def load_dataset(
+    pattern: str, max_file_mb: float = 2048, *, expected_columns: Sequence[str] | None = None
+) -> Dataset:
+    """Read every file the pattern names into one frame, with per-file and combined digests.
+
+    Sizes are checked for every file before any is read. `expected_columns` (from the contract,
+    when there is one) turns a CSV that parsed to one column into a clear wrong-delimiter error.
+    """
+    files = resolve_files(pattern)
+    for path in files:
+        check_size(path, max_file_mb)
+    digests: dict[str, str] = {}
+    frames: list[pd.DataFrame] = []
+    for path in files:
+        digests[path] = file_digest(path)
+        frame = read_file(path, max_file_mb, expected_columns)
+        if frames and (problem := _schema_difference(path, frame, files[0], frames[0])):
+            raise DataError(f"{display_path(path)}: {problem}")
+        frames.append(frame[list(frames[0].columns)] if frames else frame)
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return Dataset(frame=frame, digest=combined_digest(digests), files=tuple(files), file_digests=digests)
+    return Dataset(
+        frame=frame,
+        digest=combined_digest(digests),
+        files=tuple(files),
+        file_digests=digests,
+        source=pattern,
+        row_counts=tuple(len(part) for part in frames),
+    )
+
+
+def contract_columns(path: Path) -> list[str] | None:
+    """The exact column set a saved contract expects, or None when there is no usable contract."""
+    try:
+        suite = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for expectation in suite.get("expectations", []) if isinstance(suite, dict) else []:
+        if expectation.get("type") == "expect_table_columns_to_match_set":
+            columns = expectation.get("kwargs", {}).get("column_set")
+            return list(columns) if isinstance(columns, list) else None
+    return None
 
 
 def infer_task(target: pd.Series, max_classes: int = 20) -> TaskType:
@@ -138,11 +406,18 @@ def split_frame(spec: PipelineSpec, frame: pd.DataFrame) -> Split:
     return Split(X_train, X_test, y_train, y_test)
 
 
-@task(name="load_data", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_expected)
+@task(
+    name="load_data",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_unless_expected,
+)
 def load_data(spec: PipelineSpec, data_path: str | None = None) -> Dataset:
     """Read the spec's data (or an override path) and take its content digest."""
     pattern = spec.resolve_path(data_path or spec.data.path)
-    return load_dataset(pattern, spec.data.max_file_mb)
+    return load_dataset(
+        pattern, spec.data.max_file_mb, expected_columns=contract_columns(spec.contract_path)
+    )
 
 
 @task(name="split_data")
