@@ -135,6 +135,80 @@ def show(name: Annotated[str, typer.Argument(help="The model's name (its spec's 
     _run(body)
 
 
+def _flow_result(state: Any) -> Any:
+    """The flow's return value; an expected failure becomes one line and its exit code."""
+    try:
+        return state.result()
+    except ConveyorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command()
+def monitor(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    since_hours: Annotated[
+        float | None, typer.Option("--since-hours", help="Predictions of the last N hours (default: all).")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Window for performance over time (1D, 6h, ...).")] = "1D",
+    verbose: Verbose = False,
+) -> None:
+    """Compare recent predictions with the champion's training profile; measure real performance."""
+    _quiet_prefect(verbose)
+    from flows.monitoring import monitoring_flow
+
+    result = _flow_result(monitoring_flow(model=name, since_hours=since_hours, window=window, return_state=True))
+    drifted = ", ".join(result["drifted_features"]) or "none"
+    typer.echo(f"{result['model']} v{result['version']}: drifted features: {drifted}")
+    if result["degraded"]:
+        d = result["degraded"]
+        typer.echo(f"performance degraded: {d['metric']} {d['value']:.4f} vs holdout {d['holdout']:.4f}")
+    typer.echo(f"events: {', '.join(result['events']) or 'none'}; report: MLflow run {result['run_id']}")
+
+
+@app.command()
+def watch(verbose: Verbose = False) -> None:
+    """Announce new data for every spec (conveyor.data.arrived), once per data digest."""
+    _quiet_prefect(verbose)
+    from flows.watch import watch_flow
+
+    for item in _flow_result(watch_flow(return_state=True)):
+        typer.echo(f"{item['model']}: {item['status']}" + (f" ({item['reason']})" if "reason" in item else ""))
+
+
+contract_app = typer.Typer(no_args_is_help=True, help="Draft and check data contracts.")
+app.add_typer(contract_app, name="contract")
+
+
+@contract_app.command("init")
+def contract_init(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name under pipelines/.")],
+    force: Annotated[bool, typer.Option("--force", help="Draft again over an existing contract.")] = False,
+) -> None:
+    """Draft pipelines/<name>.expectations.json from the spec's current data, for review."""
+    from tasks.contracts import init_contract
+
+    path = _run(lambda: init_contract(spec, force=force))
+    typer.echo(f"drafted {path}: review it, commit it, and edit it to change the contract")
+
+
+def _register_extensions() -> None:
+    """Commands that live beside their subsystem (the stack, the scoring loop)."""
+    import importlib
+
+    for module in ("conveyor.cli_stack", "conveyor.cli_loop"):
+        try:
+            extension = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        extension.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     """Console entry point: unexpected errors keep their traceback and exit 70."""
     try:
