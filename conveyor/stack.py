@@ -6,6 +6,7 @@ that `down` stops exactly those process trees and nothing that merely shares a n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -167,7 +168,9 @@ def ensure_databases(base_url: str, names: Iterable[str]) -> list[str]:
 
     created = []
     try:
-        with psycopg.connect(_admin_conninfo(base_url), autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            _admin_conninfo(base_url), autocommit=True, connect_timeout=10
+        ) as conn:
             for name in names:
                 if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                     continue
@@ -178,7 +181,9 @@ def ensure_databases(base_url: str, names: Iterable[str]) -> list[str]:
                     pass  # another `up` created it between our check and our CREATE
     except psycopg.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StackError(f"CONVEYOR_DATABASE_URL: cannot connect to PostgreSQL: {first_line}") from None
+        raise StackError(
+            f"CONVEYOR_DATABASE_URL: cannot connect to PostgreSQL: {first_line}"
+        ) from None
     return created
 
 
@@ -223,6 +228,7 @@ class StackState:
     services: dict[str, Service] = field(default_factory=dict)
     ready: bool = False
     databases: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds from start to each ready
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -286,7 +292,10 @@ def rss_bytes(pids: Iterable[int]) -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (connections lingering in TIME-WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves do: only a live listener should make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -318,7 +327,9 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], config: StackConfig) 
             start_new_session=True,  # its own process group: `down` signals the whole group
         )
     stat = _stat(proc.pid)
-    return Service(name=name, pid=proc.pid, start_ticks=stat[3] if stat else 0, log=str(log_path), cmd=cmd)
+    return Service(
+        name=name, pid=proc.pid, start_ticks=stat[3] if stat else 0, log=str(log_path), cmd=cmd
+    )
 
 
 def _log_tail(path: str | Path, lines: int = 5) -> str:
@@ -331,10 +342,8 @@ def _log_tail(path: str | Path, lines: int = 5) -> str:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the process is our own child (tests call `up` in-process)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _terminate(services: Iterable[Service], timeout: float) -> list[str]:
@@ -345,15 +354,11 @@ def _terminate(services: Iterable[Service], timeout: float) -> list[str]:
             continue
         for pid in process_tree(service.pid):
             targets[pid] = service
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(service.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     for pid in targets:
-        try:
-            os.kill(pid, signal.SIGTERM)  # descendants that left the group (flow runs)
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):  # descendants that left the group
+            os.kill(pid, signal.SIGTERM)
 
     def alive(pid: int) -> bool:
         _reap(pid)
@@ -365,10 +370,8 @@ def _terminate(services: Iterable[Service], timeout: float) -> list[str]:
         time.sleep(0.1)
     for pid in [pid for pid in targets if alive(pid)]:
         log.warning("pid %d (%s) ignored SIGTERM; sending SIGKILL", pid, targets[pid].name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     time.sleep(0.2)
     return sorted({targets[pid].name for pid in targets if alive(pid)})
 
@@ -398,6 +401,8 @@ def prefect_server_env(config: StackConfig) -> dict[str, str]:
     env.update(
         PREFECT_SERVER_DATABASE_CONNECTION_URL=config.prefect_database_url(),
         PREFECT_UI_API_URL=config.prefect_api_url,
+        # A queued run (deployment concurrency limit) retries for its slot every 5 s, not 30 s.
+        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5",
     )
     return env
 
@@ -488,7 +493,7 @@ def ensure_work_pool(api_url: str) -> None:
             return
         except ObjectNotFound:
             pass
-        try:
+        with contextlib.suppress(ObjectAlreadyExists):
             client.create_work_pool(
                 WorkPoolCreate(
                     name=POOL,
@@ -497,8 +502,6 @@ def ensure_work_pool(api_url: str) -> None:
                     description="Conveyor's local process pool (created by `conveyor up`).",
                 )
             )
-        except ObjectAlreadyExists:
-            pass
 
 
 # --------------------------------------------------------------------------- up / down / status
@@ -575,77 +578,124 @@ def _start(
             "mlflow": config.mlflow_backend_uri(hide_password=True),
         }
 
-    commands = _commands(config)
-    deadline = time.monotonic() + timeout
-
-    def record(service: Service, port: int | None = None, url: str | None = None) -> None:
-        service.port, service.url = port, url
-        state.services[service.name] = service
-        state.save(config.stack_file)  # saved at once: an interrupted `up` can still be stopped
-
+    startup = _Startup(config, state, deploy=deploy, echo=echo)
     try:
-        record(
-            _spawn("prefect-server", commands["prefect-server"], prefect_server_env(config), config),
-            config.prefect_port,
-            config.prefect_ui_url,
-        )
-        migrate: subprocess.Popen[bytes] | None = None
-        if config.database_url:
-            # Migrations run once, before the server's worker starts (never concurrently).
-            migrate = _run_detached(
-                "mlflow-db-upgrade",
-                [_bin("mlflow"), "db", "upgrade", config.mlflow_backend_uri()],
-                mlflow_env(config),
-                config,
-            )
-        else:
-            record(
-                _spawn("mlflow-server", commands["mlflow-server"], mlflow_env(config), config),
-                config.mlflow_port,
-                config.mlflow_url,
-            )
-
-        _wait(lambda: prefect_healthy(config), "prefect-server", state, deadline, migrate)
-        ensure_work_pool(config.prefect_api_url)
-        record(_spawn("worker", commands["worker"], worker_env(config), config))
-        deployer = (
-            _run_detached("deploy", prefect_deploy_command(), deploy_env(config), config)
-            if deploy
-            else None
-        )
-        if migrate is not None:
-            _wait(lambda: migrate.poll() is not None, "mlflow-db-upgrade", state, deadline)
-            if migrate.returncode != 0:
-                raise StackError(
-                    f"mlflow db upgrade failed (exit {migrate.returncode}); see "
-                    f"{config.logs_dir / 'mlflow-db-upgrade.log'}: "
-                    f"{_log_tail(config.logs_dir / 'mlflow-db-upgrade.log')}"
-                )
-            record(
-                _spawn("mlflow-server", commands["mlflow-server"], mlflow_env(config), config),
-                config.mlflow_port,
-                config.mlflow_url,
-            )
-        if deployer is not None:
-            _wait(lambda: deployer.poll() is not None, "deploy", state, deadline)
-            deploy_log = config.logs_dir / "deploy.log"
-            if deployer.returncode != 0:
-                raise StackError(
-                    f"`prefect deploy --all` failed (exit {deployer.returncode}); see "
-                    f"{deploy_log}: {_log_tail(deploy_log)}"
-                )
-            report = sync_spec_deployments(config.prefect_api_url, config.root)
-            for line in report.lines():
-                echo(line)
-        _wait(lambda: worker_online(config), "worker", state, deadline)
-        _wait(lambda: mlflow_healthy(config), "mlflow-server", state, deadline)
+        startup.run(deadline=time.monotonic() + timeout)
     except BaseException:
-        _terminate(state.services.values(), timeout=10)
-        config.stack_file.unlink(missing_ok=True)
+        startup.abort()
         raise
     state.ready = True
     state.save(config.stack_file)
     return state
+
+
+class _Startup:
+    """Start the services and steps as soon as what each needs is ready, polling all at once.
+
+    prefect-server and mlflow-server (after `mlflow db upgrade` on PostgreSQL) start at once;
+    when the Prefect API answers, the pool is made, then the worker and `prefect deploy --all`
+    start side by side; the per-spec deployments follow the deploy.
+    """
+
+    def __init__(
+        self, config: StackConfig, state: StackState, *, deploy: bool, echo: Callable[[str], None]
+    ) -> None:
+        self.config, self.state, self.deploy, self.echo = config, state, deploy, echo
+        self.commands = _commands(config)
+        self.helpers: dict[str, subprocess.Popen[bytes]] = {}  # one-shot steps still running
+        self.done: set[str] = set()
+
+    def mark(self, step: str) -> None:
+        self.done.add(step)
+        self.state.timings[step] = round(time.time() - self.state.started_at, 2)
+
+    def start_service(self, name: str, env: dict[str, str], url: str | None = None) -> None:
+        service = _spawn(name, self.commands[name], env, self.config)
+        service.url = url
+        service.port = {"prefect-server": self.config.prefect_port}.get(
+            name, self.config.mlflow_port if name == "mlflow-server" else None
+        )
+        self.state.services[name] = service
+        self.state.save(self.config.stack_file)  # at once: an interrupted `up` can be stopped
+
+    def helper_finished(self, name: str) -> bool:
+        """Whether a one-shot step ended; raise, naming its log, if it failed."""
+        proc = self.helpers[name]
+        if proc.poll() is None:
+            return False
+        del self.helpers[name]
+        if proc.returncode != 0:
+            log_path = self.config.logs_dir / f"{name}.log"
+            raise StackError(
+                f"{name} failed (exit {proc.returncode}); see {log_path}: {_log_tail(log_path)}"
+            )
+        return True
+
+    def run(self, deadline: float) -> None:
+        config = self.config
+        self.start_service("prefect-server", prefect_server_env(config), config.prefect_ui_url)
+        if config.database_url:
+            # Migrations run once, before the server's single worker starts, never concurrently.
+            upgrade = [_bin("mlflow"), "db", "upgrade", config.mlflow_backend_uri()]
+            self.helpers["mlflow-db-upgrade"] = _run_detached(
+                "mlflow-db-upgrade", upgrade, mlflow_env(config), config
+            )
+        else:
+            self.start_service("mlflow-server", mlflow_env(config), config.mlflow_url)
+        wanted = {"prefect-server", "mlflow-server", "worker"} | (
+            {"spec-deployments"} if self.deploy else set()
+        )
+        while not wanted <= self.done:
+            self.step()
+            self.check_alive()
+            if time.monotonic() > deadline:
+                late = ", ".join(sorted(wanted - self.done))
+                raise StackError(
+                    f"not ready within the start-up timeout: {late}; see {config.logs_dir}"
+                )
+            time.sleep(0.2)
+
+    def step(self) -> None:
+        config, done = self.config, self.done
+        if "prefect-server" not in done and prefect_healthy(config):
+            self.mark("prefect-server")
+            ensure_work_pool(config.prefect_api_url)
+            self.start_service("worker", worker_env(config))
+            if self.deploy:
+                self.helpers["deploy"] = _run_detached(
+                    "deploy", prefect_deploy_command(), deploy_env(config), config
+                )
+        if "mlflow-db-upgrade" in self.helpers and self.helper_finished("mlflow-db-upgrade"):
+            self.mark("mlflow-db-upgrade")
+            self.start_service("mlflow-server", mlflow_env(config), config.mlflow_url)
+        if "deploy" in self.helpers and self.helper_finished("deploy"):
+            self.mark("prefect-deploy")
+            report = sync_spec_deployments(config.prefect_api_url, config.root)
+            self.mark("spec-deployments")
+            for line in report.lines():
+                self.echo(line)
+        if "worker" in self.state.services and "worker" not in done and worker_online(config):
+            self.mark("worker")
+        mlflow_started = "mlflow-server" in self.state.services
+        if mlflow_started and "mlflow-server" not in done and mlflow_healthy(config):
+            self.mark("mlflow-server")
+
+    def check_alive(self) -> None:
+        for service in self.state.services.values():
+            if not is_alive(service):
+                raise StackError(
+                    f"{service.name} exited during start-up; see {service.log}: "
+                    f"{_log_tail(service.log)}"
+                )
+
+    def abort(self) -> None:
+        """Stop everything this start-up began, helpers included; forget the state."""
+        for proc in self.helpers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        _terminate(self.state.services.values(), timeout=10)
+        self.config.stack_file.unlink(missing_ok=True)
 
 
 def _run_detached(
@@ -657,29 +707,6 @@ def _run_detached(
             cmd, cwd=config.root, env=env, stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-
-
-def _wait(
-    ready: Callable[[], bool],
-    what: str,
-    state: StackState,
-    deadline: float,
-    *also_running: subprocess.Popen[bytes] | None,
-) -> None:
-    """Poll until `ready()`; fail fast, naming the log, when a started service dies."""
-    while not ready():
-        for service in state.services.values():
-            if not is_alive(service):
-                raise StackError(
-                    f"{service.name} exited during start-up; see {service.log}: "
-                    f"{_log_tail(service.log)}"
-                )
-        for proc in also_running:
-            if proc is not None and proc.poll() not in (None, 0):
-                raise StackError(f"a start-up step exited with {proc.returncode} (see the logs)")
-        if time.monotonic() > deadline:
-            raise StackError(f"{what} was not ready within the start-up timeout; see the logs")
-        time.sleep(0.2)
 
 
 def down(config: StackConfig, *, timeout: float = 20) -> list[str]:
@@ -707,7 +734,7 @@ def status(config: StackConfig) -> tuple[StackState | None, list[ServiceStatus]]
     state = read_state(config)
     if state is None:
         return None, []
-    checks = {
+    checks: dict[str, tuple[Callable[[StackConfig], bool], str]] = {
         "prefect-server": (prefect_healthy, "API {url}"),
         "mlflow-server": (mlflow_healthy, "UI {url}"),
         "worker": (worker_online, f"pool {POOL}"),
@@ -715,7 +742,7 @@ def status(config: StackConfig) -> tuple[StackState | None, list[ServiceStatus]]
     rows = []
     for name, service in state.services.items():
         running = is_alive(service)
-        check, detail = checks.get(name, (lambda _: running, ""))
+        check, detail = checks[name]
         healthy = running and check(config)
         rows.append(
             ServiceStatus(
@@ -803,8 +830,9 @@ def sync_spec_deployments(api_url: str, root: Path) -> DeployReport:
     """Make one scheduled `train-<name>` deployment per spec under `<root>/pipelines`.
 
     Each copies the `training` deployment that `prefect deploy` made from prefect.yaml (flow,
-    entrypoint, pull steps, pool, job variables), fixes `spec` to the model, takes its schedule
-    from the spec, and queues a second run of the model (limit 1, ENQUEUE). Deployments
+    entrypoint, pull steps, pool, job variables), fixes `spec` to the model (the only choice its
+    form offers), takes its schedule from the spec, and queues a second run of the model
+    (limit 1, ENQUEUE). Deployments
     generated for specs that no longer exist are removed; the `training` deployment's `spec`
     field becomes a choice of the current specs.
     """
@@ -814,8 +842,11 @@ def sync_spec_deployments(api_url: str, root: Path) -> DeployReport:
         DeploymentUpdate,
         GlobalConcurrencyLimitCreate,
     )
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-    from prefect.client.schemas.filters import DeploymentFilterTags
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        DeploymentFilterTags,
+    )
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.exceptions import ObjectNotFound
@@ -847,9 +878,7 @@ def sync_spec_deployments(api_url: str, root: Path) -> DeployReport:
         template = templates[0]
         schema = _schema_with_spec_choice(template.parameter_openapi_schema, sorted(specs))
         if schema != template.parameter_openapi_schema:
-            client.update_deployment(
-                template.id, DeploymentUpdate(parameter_openapi_schema=schema)
-            )
+            client.update_deployment(template.id, DeploymentUpdate(parameter_openapi_schema=schema))
 
         existing = {
             d.name: d
@@ -874,7 +903,8 @@ def sync_spec_deployments(api_url: str, root: Path) -> DeployReport:
                 work_pool_name=template.work_pool_name,
                 work_queue_name=template.work_queue_name,
                 job_variables=template.job_variables,
-                parameter_openapi_schema=schema,
+                # Only its own model: the queue below is per model, so is the deployment.
+                parameter_openapi_schema=_schema_with_spec_choice(schema, [name]),
                 enforce_parameter_schema=True,
                 parameters={"spec": name},
                 tags=sorted({*template.tags, SPEC_TAG, f"model:{name}"}),
@@ -946,14 +976,18 @@ def _same_deployment(current: Any, wanted: dict[str, Any], schedule: Any) -> boo
     )
 
 
-def deploy(config: StackConfig, api_url: str | None = None, *, specs_only: bool = False) -> DeployReport:
+def deploy(
+    config: StackConfig, api_url: str | None = None, *, specs_only: bool = False
+) -> DeployReport:
     """`prefect deploy --all` then the per-spec deployments, against the stack or `api_url`."""
     if api_url is None:
         api_url = os.environ.get("PREFECT_API_URL")
     if api_url is None:
         state = read_state(config)
         if state is None:
-            raise StackError("no Prefect API to deploy to: run `conveyor up` or set PREFECT_API_URL")
+            raise StackError(
+                "no Prefect API to deploy to: run `conveyor up` or set PREFECT_API_URL"
+            )
         api_url = state.prefect_api_url
     if not _http_ok(f"{api_url.rstrip('/')}/health"):
         raise StackError(f"the Prefect API at {api_url} does not answer")

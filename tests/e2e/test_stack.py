@@ -1,0 +1,436 @@
+"""The local stack for real: `conveyor up`, a run started as the UI's Run button does, `down`.
+
+Each profile (SQLite, PostgreSQL) starts one stack in a throwaway copy of the project, on free
+ports; the tests of a profile share it and the last one stops it and looks for leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.factories import classification_frame, write_csv, write_spec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[2]
+COPIED = ("conveyor", "flows", "tasks", "pipelines", "prefect.yaml", "pyproject.toml")
+POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL")
+NO_POSTGRES = "CONVEYOR_TEST_POSTGRES_URL is not set (e.g. postgresql://postgres@127.0.0.1:5432)"
+MODEL = "e2e"
+RACE_MODEL = "race"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def copy_project(root: Path) -> Path:
+    """The project's code and specs in `root`, plus a small dataset and two specs of our own."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    frame = classification_frame(rows=300, seed=1)
+    write_csv(root, "data/e2e.csv", frame)
+    write_spec(root, MODEL, "../data/e2e.csv")
+    # Five samples of one population (each leaves out a different tenth): five versions that
+    # compete for champion, all within the contract drafted from whichever run goes first.
+    write_spec(root, RACE_MODEL, "../data/race-0.csv", contract={"range_tolerance": 0.5})
+    for k in range(5):
+        write_csv(root, f"data/race-{k}.csv", frame.drop(index=range(30 * k, 30 * k + 30)))
+    return root
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def port_listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Stack:
+    """A stack started with the real CLI in a copy of the project."""
+
+    root: Path
+    env: dict[str, str]
+    prefect_port: int
+    mlflow_port: int
+    database_prefix: str | None = None
+    pids: set[int] = field(default_factory=set)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor.cli_stack", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.root / ".conveyor" / "stack.json").read_text())
+
+    def remember_pids(self) -> None:
+        """Every process of the stack now, so that `down` can be checked to leave none."""
+        from conveyor.stack import process_tree
+
+        for service in self.state()["services"].values():
+            self.pids.update(process_tree(service["pid"]))
+
+    def prefect(self) -> Any:
+        from prefect.client.orchestration import SyncPrefectClient
+
+        return SyncPrefectClient(self.api_url)
+
+    def mlflow(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.mlflow_url, registry_uri=self.mlflow_url)
+
+    def run_deployment(self, name: str, parameters: dict[str, Any] | None = None) -> Any:
+        """What the UI's Run button does: a flow run created from the deployment, Scheduled now."""
+        with self.prefect() as client:
+            deployment = client.read_deployment_by_name(name)
+            return client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+
+    def wait_final(self, run_ids: list[Any], timeout: float = 900) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        with self.prefect() as client:
+            while True:
+                runs = [client.read_flow_run(run_id) for run_id in run_ids]
+                if all(run.state is not None and run.state.is_final() for run in runs):
+                    return runs
+                if time.monotonic() > deadline:
+                    pending = [f"{run.name}: {run.state_name}" for run in runs]
+                    raise AssertionError(
+                        f"runs not final after {timeout}s: {pending}\n{self.tail()}"
+                    )
+                time.sleep(2)
+
+    def tail(self, lines: int = 40) -> str:
+        worker_log = self.root / ".conveyor" / "logs" / "worker.log"
+        text = worker_log.read_text(errors="replace") if worker_log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def logs(self) -> str:
+        folder = self.root / ".conveyor" / "logs"
+        return "\n".join(path.read_text(errors="replace") for path in sorted(folder.glob("*.log")))
+
+
+def start_stack(root: Path, postgres_url: str | None = None) -> Stack:
+    copy_project(root)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))
+    }
+    stack = Stack(root=root, env=env, prefect_port=free_port(), mlflow_port=free_port())
+    env.update(
+        CONVEYOR_HOME=str(root),
+        CONVEYOR_PREFECT_PORT=str(stack.prefect_port),
+        CONVEYOR_MLFLOW_PORT=str(stack.mlflow_port),
+        PREFECT_HOME=str(root / ".conveyor" / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        GX_ANALYTICS_ENABLED="false",
+        OMP_NUM_THREADS="1",
+    )
+    if postgres_url:
+        stack.database_prefix = f"conveyor_test_{uuid.uuid4().hex[:10]}"
+        env.update(
+            CONVEYOR_DATABASE_URL=postgres_url, CONVEYOR_DATABASE_PREFIX=stack.database_prefix
+        )
+    result = stack.cli("up")
+    if result.returncode != 0:
+        stack.cli("down")
+        raise AssertionError(
+            f"conveyor up failed ({result.returncode}): {result.stderr}\n{stack.logs()[-3000:]}"
+        )
+    assert f"Prefect UI: http://127.0.0.1:{stack.prefect_port}" in result.stdout
+    assert f"MLflow UI:  http://127.0.0.1:{stack.mlflow_port}" in result.stdout
+    stack.remember_pids()
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    """`conveyor down`, then check that no process of the stack and none of its ports is left."""
+    if (stack.root / ".conveyor" / "stack.json").exists():
+        stack.remember_pids()
+    result = stack.cli("down")
+    assert result.returncode == 0, result.stderr
+    left = sorted(pid for pid in stack.pids if alive(pid))
+    assert not left, f"processes left after down: {left}"
+    assert not port_listening(stack.prefect_port)
+    assert not port_listening(stack.mlflow_port)
+    assert not (stack.root / ".conveyor" / "stack.json").exists()
+
+
+def drop_test_databases(stack: Stack) -> None:
+    if POSTGRES_URL and stack.database_prefix:
+        from conveyor.stack import drop_databases
+
+        drop_databases(
+            POSTGRES_URL, [f"{stack.database_prefix}_prefect", f"{stack.database_prefix}_mlflow"]
+        )
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[pytest.mark.postgres, pytest.mark.skipif(not POSTGRES_URL, reason=NO_POSTGRES)],
+        ),
+    ],
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp(f"stack-{request.param}")
+    started = start_stack(root, POSTGRES_URL if request.param == "postgresql" else None)
+    try:
+        yield started
+    finally:
+        started.cli("down")  # a no-op when the last test already stopped it
+        drop_test_databases(started)
+
+
+def test_up_again_says_so_and_status_shows_every_service_healthy(stack: Stack) -> None:
+    again = stack.cli("up")
+    assert again.returncode == 0, again.stderr
+    assert "already up" in again.stdout
+
+    status = stack.cli("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    for service in ("prefect-server", "mlflow-server", "worker"):
+        line = next(line for line in status.stdout.splitlines() if line.startswith(service))
+        assert "healthy" in line and "not healthy" not in line
+
+    state = stack.state()
+    assert state["ready"] is True
+    assert {svc["name"]: svc.get("port") for svc in state["services"].values()} == {
+        "prefect-server": stack.prefect_port,
+        "mlflow-server": stack.mlflow_port,
+        "worker": None,
+    }
+    assert (stack.root / ".conveyor" / "logs" / "prefect-server.log").stat().st_size > 0
+
+
+def test_the_profile_uses_its_own_stores(stack: Stack) -> None:
+    import httpx
+
+    assert httpx.get(f"{stack.api_url}/health", timeout=5).json() is True
+    assert httpx.get(f"{stack.mlflow_url}/health", timeout=5).status_code == 200
+    prefect_db = stack.root / ".conveyor" / "prefect" / "prefect.db"
+    mlflow_db = stack.root / ".conveyor" / "mlflow.db"
+    if stack.database_prefix is None:
+        assert stack.state()["profile"] == "sqlite"
+        assert prefect_db.is_file() and mlflow_db.is_file()
+    else:
+        import psycopg
+
+        assert stack.state()["profile"] == "postgresql"
+        assert not prefect_db.exists() and not mlflow_db.exists()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+        assert {f"{stack.database_prefix}_prefect", f"{stack.database_prefix}_mlflow"} <= names
+
+
+def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
+    stack: Stack,
+) -> None:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    specs = sorted(path.stem for path in (stack.root / "pipelines").glob("*.yaml"))
+    with stack.prefect() as client:
+        training = client.read_deployment_by_name("training/training")
+        assert training.work_pool_name == "conveyor"
+        assert training.parameter_openapi_schema["properties"]["spec"]["enum"] == specs
+        generated = {
+            d.name: d
+            for d in client.read_deployments(
+                deployment_filter=DeploymentFilter(
+                    tags=DeploymentFilterTags(all_=["conveyor:spec"])
+                )
+            )
+        }
+    assert sorted(generated) == [f"train-{name}" for name in specs]
+    ours = generated[f"train-{MODEL}"]
+    assert ours.parameters == {"spec": MODEL}
+    assert ours.parameter_openapi_schema["properties"]["spec"]["enum"] == [MODEL]
+    assert [(s.schedule.cron, s.schedule.timezone) for s in ours.schedules] == [
+        ("0 2 * * *", "UTC")
+    ]
+    assert ours.global_concurrency_limit is not None and ours.global_concurrency_limit.limit == 1
+    assert f"model:{MODEL}" in ours.tags
+
+    # A new model is a new spec file: `conveyor deploy` makes its deployment, with its schedule.
+    write_spec(
+        stack.root,
+        "newcomer",
+        "../data/e2e.csv",
+        schedule={"cron": "15 4 * * 1", "timezone": "Europe/Paris"},
+    )
+    added = stack.cli("deploy", "--specs-only")
+    assert added.returncode == 0, added.stderr
+    assert "created train-newcomer" in added.stdout
+    assert "unchanged" in added.stdout and "updated" not in added.stdout
+    with stack.prefect() as client:
+        newcomer = client.read_deployment_by_name("training/train-newcomer")
+        assert [(s.schedule.cron, s.schedule.timezone) for s in newcomer.schedules] == [
+            ("15 4 * * 1", "Europe/Paris")
+        ]
+
+    # A broken spec is reported and removes nothing; deleting the spec removes its deployment.
+    (stack.root / "pipelines" / "newcomer.yaml").write_text("name: newcomer\ndata: {path: x.csv}\n")
+    broken = stack.cli("deploy", "--specs-only")
+    assert broken.returncode == 2
+    assert "newcomer.yaml" in broken.stderr and "data.target" in broken.stderr
+    with stack.prefect() as client:
+        client.read_deployment_by_name("training/train-newcomer")
+    (stack.root / "pipelines" / "newcomer.yaml").unlink()
+    removed = stack.cli("deploy", "--specs-only")
+    assert removed.returncode == 0, removed.stderr
+    assert "removed train-newcomer" in removed.stdout
+
+
+def test_a_run_from_the_training_deployment_promotes_a_champion_in_the_mlflow_server(
+    stack: Stack,
+) -> None:
+    run = stack.run_deployment("training/training", {"spec": MODEL})
+    (final,) = stack.wait_final([run.id])
+    assert final.state.is_completed(), f"{final.state.name}: {final.state.message}\n{stack.tail()}"
+    assert final.name == f"train-{MODEL}"
+    assert f"model:{MODEL}" in final.tags
+
+    client = stack.mlflow()
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.version == "1"
+    for tag in ("conveyor.data_digest", "conveyor.spec_digest", "conveyor.lineage_key"):
+        assert len(champion.tags[tag]) == 64, tag
+    assert champion.tags["conveyor.decision"] == "promoted"
+    mlflow_run = client.get_run(champion.run_id)
+    assert mlflow_run.data.tags["conveyor.prefect_flow_run_id"] == str(final.id)
+    # Logged through the server, stored where the embedded default looks.
+    assert mlflow_run.info.artifact_uri.startswith(str(stack.root / ".conveyor" / "artifacts"))
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with stack.prefect() as prefect:
+        artifacts = prefect.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[final.id]))
+        )
+    assert any(a.type == "markdown" and "promoted" in (a.data or "") for a in artifacts)
+
+
+def test_five_runs_of_one_model_at_once_queue_one_at_a_time(stack: Stack) -> None:
+    if stack.database_prefix is None:
+        pytest.skip("concurrent runs are the PostgreSQL profile's job (SQLite locks under them)")
+    runs = [
+        stack.run_deployment(
+            f"training/train-{RACE_MODEL}", {"data_path": str(stack.root / f"data/race-{seed}.csv")}
+        )
+        for seed in range(5)
+    ]
+    finals = stack.wait_final([run.id for run in runs], timeout=1500)
+    assert all(run.state.is_completed() for run in finals), [
+        (run.name, run.state.name, run.state.message) for run in finals
+    ]
+
+    # The limit held: ordered by start, each run started after the previous one ended.
+    spans = sorted((run.start_time, run.end_time) for run in finals)
+    for (_, previous_end), (next_start, _) in zip(spans, spans[1:], strict=False):
+        assert next_start >= previous_end, spans
+    # ...and the queueing was visible: waiting runs went through AwaitingConcurrencySlot.
+    with stack.prefect() as client:
+        waited = [
+            run.id
+            for run in finals
+            if any(
+                state.name == "AwaitingConcurrencySlot"
+                for state in client.read_flow_run_states(run.id)
+            )
+        ]
+    assert len(waited) >= 1
+
+    client = stack.mlflow()
+    versions = client.search_model_versions(f"name='{RACE_MODEL}'")
+    assert len(versions) == 5
+    champion = client.get_model_version_by_alias(RACE_MODEL, "champion")
+    holding = [
+        v.version
+        for v in versions
+        if "champion" in client.get_model_version(RACE_MODEL, v.version).aliases
+    ]
+    assert holding == [champion.version]
+    assert champion.tags["conveyor.decision"] == "promoted"
+    assert "database is locked" not in stack.logs()
+
+
+def test_down_stops_every_process_it_started_and_frees_the_ports(stack: Stack) -> None:
+    stop_stack(stack)
+    again = stack.cli("down")
+    assert again.returncode == 0 and "not running" in again.stdout
+    status = stack.cli("status")
+    assert status.returncode == 1 and "not running" in status.stdout
+
+
+def test_up_refuses_a_busy_port_and_starts_nothing(tmp_path: Path) -> None:
+    root = copy_project(tmp_path / "project")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))
+    }
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env.update(
+            CONVEYOR_HOME=str(root),
+            CONVEYOR_PREFECT_PORT=str(port),
+            CONVEYOR_MLFLOW_PORT=str(free_port()),
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "conveyor.cli_stack", "up"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 5
+    assert f"port 127.0.0.1:{port} is in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (root / ".conveyor" / "stack.json").exists()
