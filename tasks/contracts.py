@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from conveyor.errors import DataError, SpecError
 from conveyor.spec import ExpectationOverride, PipelineSpec, find_spec
@@ -1027,7 +1028,8 @@ def _artifact_key(name: str) -> str:
     return "validation-" + "".join(char if char.isalnum() else "-" for char in name.lower())
 
 
-@task(name="validate_data")
+# Never cached: a cache key would hash the whole frame, and a skipped validation is no validation.
+@task(name="validate_data", cache_policy=NO_CACHE)
 def validate_data(spec: PipelineSpec, dataset: Dataset) -> ValidationReport:
     """Check the data against its contract; DataError when broken (no retries: data is data)."""
     from prefect.artifacts import create_markdown_artifact
@@ -1036,9 +1038,14 @@ def validate_data(spec: PipelineSpec, dataset: Dataset) -> ValidationReport:
     report = validate_dataset(spec, dataset)
     if report.drafted:
         count = len(report.suite["expectations"]) if report.suite else 0
-        kept = "review it and commit it" if report.success else "not kept: the data is refused"
-        log.warning("%s: drafted a contract of %d checks from this data; %s",
-                    report.contract_path, count, kept)  # fmt: skip
+        if report.success:
+            log.warning(
+                "%s: drafted a contract of %d checks from this data; review it, commit it",
+                report.contract_path,
+                count,
+            )
+        else:  # the refusal itself is the message; the draft is gone
+            log.info("%s: the contract drafted from this data was not kept", report.contract_path)
     create_markdown_artifact(
         report.markdown(), key=_artifact_key(spec.name), description=report.message()[:500]
     )

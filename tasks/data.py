@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from conveyor.errors import DataError, retry_unless_expected
 from conveyor.spec import PipelineSpec, TaskType
@@ -406,8 +407,10 @@ def split_frame(spec: PipelineSpec, frame: pd.DataFrame) -> Split:
     return Split(X_train, X_test, y_train, y_test)
 
 
+# Not cached by inputs: the digest, not the path, says whether the data changed.
 @task(
     name="load_data",
+    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[1, 5],
     retry_condition_fn=retry_unless_expected,
@@ -420,6 +423,6 @@ def load_data(spec: PipelineSpec, data_path: str | None = None) -> Dataset:
     )
 
 
-@task(name="split_data")
+@task(name="split_data", cache_policy=NO_CACHE)  # hashing a large frame costs more than splitting
 def split_data(spec: PipelineSpec, frame: pd.DataFrame) -> Split:
     return split_frame(spec, frame)
