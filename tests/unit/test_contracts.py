@@ -21,7 +21,7 @@ from tasks.contracts import (
     NOT_NULL,
     ROW_COUNT,
     _fast_duplicates,
-    _gx_batch,
+    _gx_validator,
     _run_gx,
     apply_overrides,
     check,
@@ -375,7 +375,7 @@ def test_duplicate_check_agrees_with_gx(spec) -> None:
         "ignore_row_if": "never",
     }
     (result,) = _run_gx(
-        _gx_batch(frame), [{"type": DUPLICATES, "kwargs": kwargs}], "SUMMARY"
+        _gx_validator(frame), [{"type": DUPLICATES, "kwargs": kwargs}], "SUMMARY"
     ).values()
     passed, involved, repeats = _fast_duplicates(frame, kwargs)
     # Rows 2-6 and their copies, and rows 0-1 (equal, missing x1 included).
