@@ -199,6 +199,46 @@ def drop_databases(base_url: str, names: Iterable[str]) -> None:
             )
 
 
+def _mlflow_heads() -> set[str]:
+    """The head revisions of the installed MLflow's migrations, read from its alembic files.
+
+    Parsed rather than imported: alembic's ScriptDirectory imports every revision (seconds).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    versions = Path(spec.submodule_search_locations[0]) / "store" / "db_migrations" / "versions"
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for file in versions.glob("*.py"):
+        text = file.read_text(encoding="utf-8")
+        if revision := re.search(r"^revision\s*=\s*[\"']([0-9a-f]+)[\"']", text, re.M):
+            revisions.add(revision.group(1))
+        if down := re.search(r"^down_revision\s*=\s*(.+)$", text, re.M):
+            parents.update(re.findall(r"[\"']([0-9a-f]+)[\"']", down.group(1)))
+    return revisions - parents
+
+
+def mlflow_schema_current(config: StackConfig) -> bool:
+    """Whether the MLflow database is at the installed MLflow's schema (no upgrade needed)."""
+    import psycopg
+
+    heads = _mlflow_heads()
+    if not heads or not config.database_url:
+        return False
+    url = _pg_url(config.database_url).set(
+        drivername="postgresql", database=config.database_names[1]
+    )
+    try:
+        with psycopg.connect(url.render_as_string(hide_password=False), connect_timeout=10) as conn:
+            rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    except psycopg.Error:
+        return False  # no tables yet, or unreadable: let `mlflow db upgrade` decide
+    return {row[0] for row in rows} == heads
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -390,6 +430,7 @@ def _base_env(config: StackConfig) -> dict[str, str]:
         CONVEYOR_HOME=str(config.root),
         PREFECT_HOME=str(config.prefect_home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
         PREFECT_API_URL=config.prefect_api_url,
         PYTHONUNBUFFERED="1",
     )
@@ -419,7 +460,6 @@ def worker_env(config: StackConfig) -> dict[str, str]:
     env.update(
         PREFECT_WORKER_QUERY_SECONDS="2",
         MLFLOW_TRACKING_URI=config.mlflow_url,
-        CONVEYOR_ARTIFACT_ROOT=str(config.artifacts_dir),
     )
     return env
 
@@ -482,6 +522,10 @@ def worker_online(config: StackConfig) -> bool:
 
 def ensure_work_pool(api_url: str) -> None:
     """Create the process work pool (with the process worker's default job template) if missing."""
+    import httpx
+
+    if httpx.get(f"{api_url}/work_pools/{POOL}", timeout=10).status_code == 200:
+        return  # the common case, without importing Prefect's worker machinery
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -634,7 +678,7 @@ class _Startup:
     def run(self, deadline: float) -> None:
         config = self.config
         self.start_service("prefect-server", prefect_server_env(config), config.prefect_ui_url)
-        if config.database_url:
+        if config.database_url and not mlflow_schema_current(config):
             # Migrations run once, before the server's single worker starts, never concurrently.
             upgrade = [_bin("mlflow"), "db", "upgrade", config.mlflow_backend_uri()]
             self.helpers["mlflow-db-upgrade"] = _run_detached(
@@ -662,23 +706,39 @@ class _Startup:
             ensure_work_pool(config.prefect_api_url)
             self.start_service("worker", worker_env(config))
             if self.deploy:
-                self.helpers["deploy"] = _run_detached(
-                    "deploy", prefect_deploy_command(), deploy_env(config), config
-                )
+                self.start_deploy()
         if "mlflow-db-upgrade" in self.helpers and self.helper_finished("mlflow-db-upgrade"):
             self.mark("mlflow-db-upgrade")
             self.start_service("mlflow-server", mlflow_env(config), config.mlflow_url)
         if "deploy" in self.helpers and self.helper_finished("deploy"):
             self.mark("prefect-deploy")
-            report = sync_spec_deployments(config.prefect_api_url, config.root)
-            self.mark("spec-deployments")
-            for line in report.lines():
-                self.echo(line)
+            self.sync_specs()
         if "worker" in self.state.services and "worker" not in done and worker_online(config):
             self.mark("worker")
         mlflow_started = "mlflow-server" in self.state.services
         if mlflow_started and "mlflow-server" not in done and mlflow_healthy(config):
             self.mark("mlflow-server")
+
+    def start_deploy(self) -> None:
+        """`prefect deploy --all` in the background, unless this server has it all already."""
+        yaml_current, specs_current = deployments_current(self.config, self.config.prefect_api_url)
+        if not yaml_current:
+            self.helpers["deploy"] = _run_detached(
+                "deploy", prefect_deploy_command(), deploy_env(self.config), self.config
+            )
+        elif specs_current:
+            self.echo("deployments unchanged since the last deploy to this server")
+            self.mark("spec-deployments")
+        else:
+            self.sync_specs()
+
+    def sync_specs(self) -> None:
+        report = sync_spec_deployments(self.config.prefect_api_url, self.config.root)
+        if not report.errors:
+            write_deploy_stamp(self.config, self.config.prefect_api_url, report)
+        self.mark("spec-deployments")
+        for line in report.lines():
+            self.echo(line)
 
     def check_alive(self) -> None:
         for service in self.state.services.values():
@@ -993,4 +1053,84 @@ def deploy(
         raise StackError(f"the Prefect API at {api_url} does not answer")
     if not specs_only:
         run_prefect_deploy(config, api_url)
-    return sync_spec_deployments(api_url, config.root)
+    report = sync_spec_deployments(api_url, config.root)
+    if not report.errors and not specs_only:
+        write_deploy_stamp(config, api_url, report)
+    return report
+
+
+# What was last deployed where: `up` skips `prefect deploy` (seconds of CPU importing the flows)
+# when prefect.yaml, its entrypoint files and Prefect are unchanged and the server still has
+# every deployment. A process worker runs the checkout's code, so other code changes need no
+# deploy.
+
+
+def _fingerprint(root: Path) -> dict[str, str]:
+    from importlib.metadata import version
+
+    import yaml
+
+    prefect_yaml = root / "prefect.yaml"
+    files = [prefect_yaml]
+    try:
+        raw = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        raw = {}
+    for item in raw.get("deployments") or []:
+        entrypoint = str(item.get("entrypoint") or "")
+        if ":" in entrypoint:
+            files.append(root / entrypoint.rsplit(":", 1)[0])
+    specs = sorted([*(root / "pipelines").glob("*.yaml"), *(root / "pipelines").glob("*.yml")])
+    return {
+        "prefect": version("prefect"),
+        "prefect_yaml": _digest_files(root, files),
+        "specs": _digest_files(root, specs),
+        "deployments": ",".join(sorted(str(d.get("name")) for d in raw.get("deployments") or [])),
+    }
+
+
+def _digest_files(root: Path, files: Iterable[Path]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(root)).encode())
+        digest.update(file.read_bytes() if file.is_file() else b"<missing>")
+    return digest.hexdigest()
+
+
+def write_deploy_stamp(config: StackConfig, api_url: str, report: DeployReport) -> None:
+    stamp = {
+        "api_url": api_url,
+        **_fingerprint(config.root),
+        "spec_deployments": sorted(report.created + report.updated + report.unchanged),
+    }
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    (config.state_dir / "deployed.json").write_text(json.dumps(stamp, indent=2) + "\n")
+
+
+def deployments_current(config: StackConfig, api_url: str) -> tuple[bool, bool]:
+    """(prefect.yaml's deployments current, per-spec deployments current) on this server."""
+    import httpx
+
+    try:
+        stamp = json.loads((config.state_dir / "deployed.json").read_text())
+    except (OSError, ValueError):
+        return False, False
+    now = {"api_url": api_url, **_fingerprint(config.root)}
+    if any(stamp.get(key) != value for key, value in now.items() if key != "specs"):
+        return False, False
+    expected = [name for name in now["deployments"].split(",") if name]
+    expected += list(stamp.get("spec_deployments", []))
+    response = httpx.post(
+        f"{api_url}/deployments/filter",
+        json={"deployments": {"name": {"any_": expected}}, "limit": 200},
+        timeout=10,
+    )
+    if response.status_code != 200:
+        return False, False
+    present = {item["name"] for item in response.json()}
+    yaml_current = set(now["deployments"].split(",")) <= present
+    return yaml_current, yaml_current and stamp.get("specs") == now["specs"] and set(
+        expected
+    ) <= present

@@ -68,13 +68,19 @@ def screenshot(page: Any, name: str) -> None:
 
 
 def test_prefect_ui_lists_the_training_deployments(trained_stack: Stack, page: Any) -> None:
+    with trained_stack.prefect() as client:
+        ids = {
+            name: client.read_deployment_by_name(f"training/{name}").id
+            for name in ("training", f"train-{MODEL}")
+        }
     page.goto(f"http://127.0.0.1:{trained_stack.prefect_port}/deployments")
     ours = page.get_by_role("row").filter(has_text=f"train-{MODEL}")
     ours.first.wait_for(timeout=UI_TIMEOUT_MS)
     screenshot(page, "prefect-deployments.png")
     assert "At 02:00 AM every day" in ours.first.inner_text()  # the spec's default schedule
-    generic = page.get_by_role("row").filter(has_text="training").filter(has_not_text="train-")
-    assert generic.count() == 1
+    for name, deployment_id in ids.items():
+        link = page.locator(f'a[href="/deployments/deployment/{deployment_id}"]')
+        assert link.count() == 1 and link.inner_text().strip() == name
 
 
 def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(

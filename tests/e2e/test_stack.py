@@ -274,10 +274,26 @@ def test_the_profile_uses_its_own_stores(stack: Stack) -> None:
 def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
     stack: Stack,
 ) -> None:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+    import yaml
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        DeploymentFilterTags,
+    )
+
+    from conveyor.stack import StackConfig, deployments_current
 
     specs = sorted(path.stem for path in (stack.root / "pipelines").glob("*.yaml"))
+    listed = {
+        item["name"]
+        for item in yaml.safe_load((stack.root / "prefect.yaml").read_text())["deployments"]
+    }
     with stack.prefect() as client:
+        deployed = client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=sorted(listed)))
+        )
+        assert {d.name for d in deployed} == listed  # every flow of prefect.yaml is deployed
+        assert {d.work_pool_name for d in deployed} == {"conveyor"}
         training = client.read_deployment_by_name("training/training")
         assert training.work_pool_name == "conveyor"
         assert training.parameter_openapi_schema["properties"]["spec"]["enum"] == specs
@@ -299,6 +315,10 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
     assert ours.global_concurrency_limit is not None and ours.global_concurrency_limit.limit == 1
     assert f"model:{MODEL}" in ours.tags
 
+    # `up` remembers what it deployed: a second `up` skips `prefect deploy` while nothing changed.
+    config = StackConfig(stack.root, stack.prefect_port, stack.mlflow_port)
+    assert deployments_current(config, stack.api_url) == (True, True)
+
     # A new model is a new spec file: `conveyor deploy` makes its deployment, with its schedule.
     write_spec(
         stack.root,
@@ -306,6 +326,7 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
         "../data/e2e.csv",
         schedule={"cron": "15 4 * * 1", "timezone": "Europe/Paris"},
     )
+    assert deployments_current(config, stack.api_url) == (True, False)
     added = stack.cli("deploy", "--specs-only")
     assert added.returncode == 0, added.stderr
     assert "created train-newcomer" in added.stdout
@@ -327,6 +348,13 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
     removed = stack.cli("deploy", "--specs-only")
     assert removed.returncode == 0, removed.stderr
     assert "removed train-newcomer" in removed.stdout
+    assert deployments_current(config, stack.api_url) == (True, True)
+    with stack.prefect() as client:  # a deployment lost on the server means deploying again
+        client.delete_deployment(client.read_deployment_by_name("watch/watch").id)
+    assert deployments_current(config, stack.api_url) == (False, False)
+    redeployed = stack.cli("deploy")
+    assert redeployed.returncode == 0, redeployed.stderr
+    assert deployments_current(config, stack.api_url) == (True, True)
 
 
 def test_a_run_from_the_training_deployment_promotes_a_champion_in_the_mlflow_server(
