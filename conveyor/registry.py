@@ -175,7 +175,9 @@ def find_version_by_tag(name: str, key: str, value: str) -> Any | None:
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> Any:
+def register_version(
+    name: str, model_uri: str, run_id: str, tags: dict[str, str], model_id: str | None = None
+) -> Any:
     """A version for this run's model; retried idempotently (an existing one is found by its run)."""
     mlflow_client = client()
     with contextlib.suppress(Exception):  # already exists, possibly created concurrently
@@ -185,7 +187,8 @@ def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str
         if existing:
             return existing[0]
         try:
-            return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+            # A tracking server wants the logged model's id beside a `models:/m-...` source.
+            return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
         except Exception:
             # Concurrent creates can collide on the version number (mlflow PR #22635): look again.
             if attempt == 2:

@@ -104,7 +104,11 @@ def register_model(
 ) -> Registered:
     """Register a version named after the spec, tagged with its lineage; idempotent per run."""
     version = registry.register_version(
-        name, packaged.model_uri, run_id, {**tags, "conveyor.artifact_digest": packaged.artifact_digest}
+        name,
+        packaged.model_uri,
+        run_id,
+        {**tags, "conveyor.artifact_digest": packaged.artifact_digest},
+        model_id=packaged.model_id,
     )
     return Registered(str(version.version), run_id, packaged.model_uri)
 

@@ -1,0 +1,143 @@
+"""The closed loop on the real stack: data lands, training starts by itself; drift raises an
+event that starts training; late labels show up as real performance in the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.e2e.test_stack import Stack, start_stack, stop_stack
+from tests.factories import classification_frame, write_csv, write_spec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+MODEL = "loop"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("loop-stack")
+    started = start_stack(root)
+    write_csv(root, "data/loop/2026-11-01.csv", classification_frame(rows=600, seed=0))
+    write_spec(
+        root,
+        MODEL,
+        "../data/loop/*.csv",
+        monitoring={"retrain_on": ["new_data", "drift"], "cooldown_minutes": 0},
+        contract={"range_tolerance": 0.5},
+    )
+    deployed = started.cli("deploy")  # the new spec becomes a choice of the training deployment
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        yield started
+    finally:
+        stop_stack(started)
+
+
+def training_runs(stack: Stack) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with stack.prefect() as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"model:{MODEL}"]))
+        )
+    return sorted((run for run in runs if run.name.startswith("train-")), key=lambda r: r.created)
+
+
+def wait_for_training(stack: Stack, count: int, timeout: float = 300) -> list[Any]:
+    """Wait until `count` training runs of the model exist and all are final."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = training_runs(stack)
+        if len(runs) >= count and all(run.state and run.state.is_final() for run in runs):
+            return runs
+        time.sleep(2)
+    states = [(run.name, run.state_name, run.parameters) for run in training_runs(stack)]
+    raise AssertionError(f"expected {count} final training runs, have {states}\n{stack.tail()}")
+
+
+def run_and_wait(stack: Stack, deployment: str, parameters: dict[str, Any]) -> Any:
+    run = stack.run_deployment(deployment, parameters)
+    (final,) = stack.wait_final([run.id], timeout=600)
+    assert final.state.is_completed(), f"{final.state.name}: {final.state.message}\n{stack.tail()}"
+    return final
+
+
+def versions(stack: Stack) -> list[str]:
+    return sorted(v.version for v in stack.mlflow().search_model_versions(f"name='{MODEL}'"))
+
+
+def test_the_loop_runs_by_itself(stack: Stack) -> None:
+    # Data lands: the watch flow announces it and the deployment trigger starts training.
+    run_and_wait(stack, "watch/watch", {})
+    first = wait_for_training(stack, 1)
+    assert first[0].parameters["trigger"] == "conveyor.data.arrived"
+    assert first[0].state.is_completed(), first[0].state.message
+    assert versions(stack) == ["1"]
+
+    # The same files again start nothing.
+    run_and_wait(stack, "watch/watch", {})
+    time.sleep(15)
+    assert len(training_runs(stack)) == 1
+
+    # A new file matching the glob: a second version, through every gate.
+    write_csv(stack.root, "data/loop/2026-11-02.csv", classification_frame(rows=600, seed=7))
+    run_and_wait(stack, "watch/watch", {})
+    second = wait_for_training(stack, 2)
+    assert second[-1].state.is_completed(), second[-1].state.message
+    assert versions(stack) == ["1", "2"]
+    champion = stack.mlflow().get_model_version_by_alias(MODEL, "champion")
+    decision = stack.mlflow().get_model_version(MODEL, "2").tags["conveyor.decision"]
+    assert decision in {"promoted", "kept"}
+    assert champion.version == ("2" if decision == "promoted" else "1")
+
+    # A drifted batch is scored and monitored: the drift event starts a training run.
+    batch = classification_frame(rows=1500, seed=11)
+    batch["x1"] = (batch["x1"] * 0.5 + 1.2).round(4)
+    batch["colour"] = np.where(np.arange(len(batch)) % 10 < 8, "red", batch["colour"])
+    batch["row_id"] = batch["row_id"] + 500_000
+    incoming = write_csv(stack.root, "incoming/batch.csv", batch.drop(columns=["label"]))
+    run_and_wait(
+        stack,
+        "scoring/scoring",
+        {"model": MODEL, "input_path": str(incoming), "output_path": str(stack.root / "scored.parquet")},
+    )
+    labels = write_csv(stack.root, "incoming/labels.csv", batch[["row_id", "label"]].iloc[:1000])
+    run_and_wait(stack, "feedback/feedback", {"model": MODEL, "labels_path": str(labels)})
+    monitored = run_and_wait(stack, "monitoring/monitoring", {"model": MODEL, "since_hours": None})
+    third = wait_for_training(stack, 3)
+    assert third[-1].parameters["trigger"] == "conveyor.drift.detected"
+    assert third[-1].state.is_completed(), third[-1].state.message
+
+    # The monitoring run in MLflow carries the drift and the real performance figures.
+    client = stack.mlflow()
+    experiment = client.get_experiment_by_name(MODEL)
+    (report_run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`conveyor.kind` = 'monitoring'"
+    )
+    assert report_run.data.tags["conveyor.prefect_flow_run_id"] == str(monitored.id)
+    assert report_run.data.metrics["drifted_features"] >= 2
+    assert report_run.data.metrics["labelled_rows"] == 1000
+    assert 0.5 < report_run.data.metrics["live_roc_auc"] <= 1.0
+    artifacts = {a.path for a in client.list_artifacts(report_run.info.run_id, "monitoring")}
+    assert "monitoring/report.html" in artifacts
+
+
+def test_same_data_announced_twice_is_one_event(stack: Stack) -> None:
+    """Duplicate triggers happen: the data digest is the event's identity and the lineage key
+    stops a second fit, so at most one new version per data digest."""
+    before = versions(stack)
+    path: Path = write_csv(stack.root, "data/loop/2026-11-03.csv", classification_frame(rows=600, seed=21))
+    assert path.exists()
+    run_and_wait(stack, "watch/watch", {})
+    run_and_wait(stack, "watch/watch", {})
+    count = len(before) + 1
+    runs = wait_for_training(stack, len(training_runs(stack)))
+    time.sleep(10)
+    runs = wait_for_training(stack, len(training_runs(stack)))
+    assert len(versions(stack)) == count, (versions(stack), [(r.name, r.parameters) for r in runs])
