@@ -28,14 +28,19 @@ T = TypeVar("T")
 UNEXPECTED = 70
 
 
+_EXPECTED_NAMES = ("ConveyorError", "SpecError", "DataError", "GateNotMet", "RegistryError")
+
+
 class _DropExpectedTracebacks(logging.Filter):
     """Keep expected failures to one line on the terminal; the Prefect API still gets the details."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], ConveyorError):
             return False
+        if record.levelno < logging.ERROR:
+            return True
         message = record.getMessage()
-        return not (record.levelno >= logging.ERROR and "ConveyorError" in message)
+        return not any(f"{name}:" in message or f"{name}(" in message for name in _EXPECTED_NAMES)
 
 
 def _quiet_prefect(verbose: bool) -> None:

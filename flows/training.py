@@ -20,7 +20,7 @@ from conveyor.lineage import lineage_of
 from conveyor.orchestration import model_slot, run_tags
 from conveyor.spec import DEFAULT_METRIC, PipelineSpec, find_spec
 from tasks.contracts import validate_data
-from tasks.data import Dataset, combined_digest, file_digest, infer_task, load_data, resolve_files, split_data
+from tasks.data import Dataset, data_digest, infer_task, load_data, split_data
 from tasks.drift import build_profile
 from tasks.evaluation import compute_metrics, evaluate_champion, evaluate_model, prediction_frame
 from tasks.registry import model_card, package_model, promote_model, register_model
@@ -45,9 +45,9 @@ class TrainingResult:
 
 @task(name="digest_data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_expected)
 def digest_data(spec: PipelineSpec, data_path: str | None) -> str:
-    """sha256 over the data files' bytes, taken before parsing so an unchanged rerun reads nothing."""
-    files = resolve_files(spec.resolve_path(data_path or spec.data.path))
-    return combined_digest({path: file_digest(path) for path in files})
+    """sha256 over the data files' bytes (each size-checked first), taken before parsing so an
+    unchanged rerun reads nothing."""
+    return data_digest(spec.resolve_path(data_path or spec.data.path), spec.data.max_file_mb)
 
 
 @task(name="find_existing_version", cache_policy=NO_CACHE)
