@@ -68,6 +68,14 @@ def run_and_wait(stack: Stack, deployment: str, parameters: dict[str, Any]) -> A
     return final
 
 
+def run_logs(stack: Stack, flow_run_id: Any) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with stack.prefect() as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(log.message for log in logs)
+
+
 def versions(stack: Stack) -> list[str]:
     return sorted(v.version for v in stack.mlflow().search_model_versions(f"name='{MODEL}'"))
 
@@ -110,9 +118,18 @@ def test_the_loop_runs_by_itself(stack: Stack) -> None:
     labels = write_csv(stack.root, "incoming/labels.csv", batch[["row_id", "label"]].iloc[:1000])
     run_and_wait(stack, "feedback/feedback", {"model": MODEL, "labels_path": str(labels)})
     monitored = run_and_wait(stack, "monitoring/monitoring", {"model": MODEL, "since_hours": None})
-    third = wait_for_training(stack, 3)
-    assert third[-1].parameters["trigger"] == "conveyor.drift.detected"
-    assert third[-1].state.is_completed(), third[-1].state.message
+    # The labels show the model doing worse on the shifted rows, so both events fire: drift
+    # (in this spec's retrain_on) trains, degraded performance (not in it) is declined.
+    triggered = {run.parameters["trigger"]: run for run in wait_for_training(stack, 4)[2:]}
+    assert set(triggered) == {"conveyor.drift.detected", "conveyor.performance.degraded"}
+    for run in triggered.values():
+        assert run.state.is_completed(), run.state.message
+    declined = run_logs(stack, triggered["conveyor.performance.degraded"].id)
+    retrained = run_logs(stack, triggered["conveyor.drift.detected"].id)
+    assert "does not include 'performance'" in declined
+    # Same data as version 2: the drift-triggered run is idempotent, not a refit.
+    assert "same data, spec and code as version 2" in retrained
+    assert versions(stack) == ["1", "2"]
 
     # The monitoring run in MLflow carries the drift and the real performance figures.
     client = stack.mlflow()
