@@ -31,6 +31,14 @@ demo: data/.written ## Train the bundled example pipelines end to end
 	$(BIN)/conveyor train pipelines/*.yaml
 	@for name in $$(ls pipelines/*.yaml | xargs -n1 basename | sed 's/.yaml$$//'); do $(BIN)/conveyor show $$name; echo; done
 
+.PHONY: up
+up: data/.written ## Start Prefect + MLflow servers and a worker on 127.0.0.1, deploy every flow
+	$(BIN)/conveyor up
+
+.PHONY: down
+down: ## Stop exactly what `make up` started
+	$(BIN)/conveyor down
+
 .PHONY: test
 test: $(BIN)/conveyor ## Run the whole test suite
 	$(BIN)/pytest
