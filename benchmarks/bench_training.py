@@ -135,7 +135,10 @@ class PrefectServer:
         self.log = open(home / "server.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}/api"
         import httpx
@@ -192,7 +195,10 @@ def package_register_cost(repeats: int) -> dict[str, float]:
         start = time.perf_counter()
         with mlflow.start_run(run_id=run.info.run_id):
             info = mlflow.sklearn.log_model(
-                model, name="model", signature=infer_signature(example, output), input_example=example,
+                model,
+                name="model",
+                signature=infer_signature(example, output),
+                input_example=example,
                 pip_requirements=requirements,
                 skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
             )
@@ -216,9 +222,9 @@ def main() -> None:
     draft(small)
     draft(large)
 
-    runs: dict[str, list[float]] = {k: [] for k in (
-        "small_plain", "small_embedded", "small_server", "large_plain", "large_server", "large_rerun"
-    )}
+    runs: dict[str, list[float]] = {
+        k: [] for k in ("small_plain", "small_embedded", "small_server", "large_plain", "large_server", "large_rerun")
+    }
     with PrefectServer() as api_url:
         for i in range(args.repeats):
             print(f"round {i + 1}/{args.repeats}", file=sys.stderr, flush=True)
@@ -237,11 +243,23 @@ def main() -> None:
     ratio = median["large_server"] / median["large_plain"]
     cached = median["large_rerun"] / median["large_server"]
     goals = {
-        "fixed_overhead_s (running Prefect server)": {"value": round(overhead_server, 2), "goal": "< 3", "met": overhead_server < 3},
-        "fixed_overhead_s (embedded, temporary Prefect server)": {"value": round(overhead_embedded, 2), "goal": "< 3", "met": overhead_embedded < 3},
+        "fixed_overhead_s (running Prefect server)": {
+            "value": round(overhead_server, 2),
+            "goal": "< 3",
+            "met": overhead_server < 3,
+        },
+        "fixed_overhead_s (embedded, temporary Prefect server)": {
+            "value": round(overhead_embedded, 2),
+            "goal": "< 3",
+            "met": overhead_embedded < 3,
+        },
         f"ratio_at_{args.large_rows}_rows": {"value": round(ratio, 3), "goal": "<= 1.05", "met": ratio <= 1.05},
         "cached_rerun_over_cold": {"value": round(cached, 3), "goal": "<= 0.2", "met": cached <= 0.2},
-        "package_register_s_per_model": {"value": round(package["conveyor_s"], 3), "goal": "< 0.2", "met": package["conveyor_s"] < 0.2},
+        "package_register_s_per_model": {
+            "value": round(package["conveyor_s"], 3),
+            "goal": "< 0.2",
+            "met": package["conveyor_s"] < 0.2,
+        },
     }
     result = {
         "benchmark": "training",

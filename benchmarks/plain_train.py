@@ -33,13 +33,15 @@ def main(csv: str, target: str, suite_path: str, tracking_uri: str, name: str) -
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    digest = hashlib.sha256(open(csv, "rb").read()).hexdigest()
+    with open(csv, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
     frame = pd.read_csv(csv, engine="pyarrow")
 
     context = gx.get_context(mode="ephemeral")
     source = context.data_sources.add_pandas("plain")
     batch = source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("all")
-    suite_json = json.loads(open(suite_path).read())
+    with open(suite_path) as handle:
+        suite_json = json.load(handle)
     suite = context.suites.add(gx.ExpectationSuite(name="plain"))
     for item in suite_json["expectations"]:
         cls = gx.expectations.registry.get_expectation_impl(item["type"])
@@ -133,7 +135,9 @@ def main(csv: str, target: str, suite_path: str, tracking_uri: str, name: str) -
             skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
         )
     client = mlflow.MlflowClient()
-    version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id) if _ensure(client, name) else None
+    version = (
+        client.create_model_version(name, info.model_uri, run_id=run.info.run_id) if _ensure(client, name) else None
+    )
     client.set_registered_model_alias(name, "champion", version.version)
 
 

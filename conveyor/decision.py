@@ -59,7 +59,8 @@ def decide(
     gain = value - best if METRICS[metric][1] else best - value
     if gain > margin or (margin == 0 and gain > 0):
         return Decision(
-            "promoted", f"{metric} {_fmt(value)} beats the champion's {_fmt(best)} by {_fmt(gain)} (margin {_fmt(margin)})"
+            "promoted",
+            f"{metric} {_fmt(value)} beats the champion's {_fmt(best)} by {_fmt(gain)} (margin {_fmt(margin)})",
         )
     return Decision(
         "kept", f"{metric} {_fmt(value)} does not beat the champion's {_fmt(best)} by the margin {_fmt(margin)}"

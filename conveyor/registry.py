@@ -175,9 +175,7 @@ def find_version_by_tag(name: str, key: str, value: str) -> Any | None:
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def register_version(
-    name: str, model_uri: str, run_id: str, tags: dict[str, str], model_id: str | None = None
-) -> Any:
+def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str], model_id: str | None = None) -> Any:
     """A version for this run's model; retried idempotently (an existing one is found by its run)."""
     mlflow_client = client()
     with contextlib.suppress(Exception):  # already exists, possibly created concurrently

@@ -183,7 +183,11 @@ def monitoring_flow(model: str, since_hours: float | None = 24.0, window: str = 
         events.append(DEGRADED_EVENT)
     logger.info(
         "%s v%s: %d of %d features drifted; events: %s",
-        spec.name, version, len(drift.drifted_features), len(drift.features), events or "none",
+        spec.name,
+        version,
+        len(drift.drifted_features),
+        len(drift.features),
+        events or "none",
     )
     return {
         "model": spec.name,

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from conveyor import registry
@@ -43,7 +43,13 @@ class TrainingResult:
         return asdict(self)
 
 
-@task(name="digest_data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_expected)
+@task(
+    name="digest_data",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_unless_expected,
+)
 def digest_data(spec: PipelineSpec, data_path: str | None) -> str:
     """sha256 over the data files' bytes (each size-checked first), taken before parsing so an
     unchanged rerun reads nothing."""
@@ -56,7 +62,13 @@ def find_existing_version(name: str, lineage_key: str) -> Any | None:
     return registry.find_version_by_tag(name, "conveyor.lineage_key", lineage_key)
 
 
-@task(name="load_champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_unless_expected)
+@task(
+    name="load_champion",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 5],
+    retry_condition_fn=retry_unless_expected,
+)
 def load_champion(name: str) -> tuple[str | None, Any | None]:
     current = registry.alias_version(name, registry.CHAMPION)
     if current is None:
@@ -64,7 +76,9 @@ def load_champion(name: str) -> tuple[str | None, Any | None]:
     return str(current.version), registry.load_model(name, str(current.version))
 
 
-def _markdown(spec: PipelineSpec, result: TrainingResult, metrics: dict[str, float], champion: dict[str, float] | None) -> str:
+def _markdown(
+    spec: PipelineSpec, result: TrainingResult, metrics: dict[str, float], champion: dict[str, float] | None
+) -> str:
     rows = "\n".join(
         f"| {name} | {value:.4f} | {'-' if not champion or name not in champion else f'{champion[name]:.4f}'} |"
         for name, value in sorted(metrics.items())
@@ -73,7 +87,7 @@ def _markdown(spec: PipelineSpec, result: TrainingResult, metrics: dict[str, flo
 
 {result.reason}
 
-| metric | candidate | champion (v{result.champion or '-'}) on the same holdout |
+| metric | candidate | champion (v{result.champion or "-"}) on the same holdout |
 | --- | --- | --- |
 {rows}
 
@@ -97,7 +111,8 @@ def retrain_refusal(spec: PipelineSpec, trigger: str, last_start: float | None, 
     cooldown = spec.monitoring.cooldown_minutes * 60
     if last_start is not None and now - last_start < cooldown:
         waited = (now - last_start) / 60
-        return f"{trigger}: cooling down ({waited:.1f} of {spec.monitoring.cooldown_minutes:g} minutes since the last training run)"
+        minutes = spec.monitoring.cooldown_minutes
+        return f"{trigger}: cooling down ({waited:.1f} of {minutes:g} minutes since the last training run)"
     return None
 
 
@@ -124,8 +139,17 @@ def training_flow(
                 if trigger == DATA_ARRIVED:  # let the watch flow announce the data again later
                     registry.delete_model_tag(pipeline.name, "conveyor.announced_data_digest")
                 logger.info("not training %s: %s", pipeline.name, refusal)
-                return {"model": pipeline.name, "outcome": "skipped", "reason": refusal, "version": None,
-                        "metric": None, "value": None, "champion": None, "run_id": None, "reused": False}
+                return {
+                    "model": pipeline.name,
+                    "outcome": "skipped",
+                    "reason": refusal,
+                    "version": None,
+                    "metric": None,
+                    "value": None,
+                    "champion": None,
+                    "run_id": None,
+                    "reused": False,
+                }
         return _train(pipeline, data_path, allow_promotion, logger)
 
 
@@ -194,9 +218,7 @@ def _reuse(pipeline: PipelineSpec, existing: Any, logger: Any) -> dict[str, Any]
         reused=True,
     )
     logger.info(result.reason)
-    create_markdown_artifact(
-        f"# {pipeline.name}: unchanged\n\n{result.reason}.", key=f"training-{_key(pipeline.name)}"
-    )
+    create_markdown_artifact(f"# {pipeline.name}: unchanged\n\n{result.reason}.", key=f"training-{_key(pipeline.name)}")
     return result.as_dict()
 
 
@@ -222,10 +244,12 @@ def _train_in_run(
             **{f"model.{key}": value for key, value in pipeline.model.params.items()},
         },
     )
+    task_type = pipeline.task
+    assert task_type is not None  # settled by for_task() before the run started
     model, best_params = train_model(pipeline, split.X_train, split.y_train, content_key=lineage.key)
-    evaluation = evaluate_model(pipeline.task, model, split.X_test, split.y_test, pipeline.data.split.seed)
+    evaluation = evaluate_model(task_type, model, split.X_test, split.y_test, pipeline.data.split.seed)
     champion_version, champion_model = load_champion(pipeline.name)
-    champion_metrics = evaluate_champion(pipeline.task, champion_model, split.X_test, split.y_test)
+    champion_metrics = evaluate_champion(task_type, champion_model, split.X_test, split.y_test)
 
     registry.log_params(run_id, {f"best.{key}": value for key, value in best_params.items()})
     registry.log_metrics(run_id, evaluation.metrics)

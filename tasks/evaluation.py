@@ -85,9 +85,7 @@ def compute_metrics(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Seri
     return metrics_from_predictions(task_type, classes, y, predict(task_type, model, X))
 
 
-def feature_importance(
-    model: Any, X: pd.DataFrame, y: pd.Series, task_type: TaskType, seed: int
-) -> dict[str, float]:
+def feature_importance(model: Any, X: pd.DataFrame, y: pd.Series, task_type: TaskType, seed: int) -> dict[str, float]:
     """Permutation importance on (a sample of) the holdout, per input column, largest first."""
     if len(X) > _IMPORTANCE_ROWS:
         X = X.sample(_IMPORTANCE_ROWS, random_state=seed)
@@ -144,9 +142,7 @@ def evaluation_plots(
         plt.close("all")
 
 
-def evaluate(
-    task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int = 0
-) -> Evaluation:
+def evaluate(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int = 0) -> Evaluation:
     classes = None if task_type == "regression" else list(model.classes_)
     output = predict(task_type, model, X)
     return Evaluation(

@@ -99,9 +99,7 @@ def package_model(
 
 
 @task(name="register_model", **_IO_RETRIES)
-def register_model(
-    name: str, packaged: registry.PackagedModel, run_id: str, tags: dict[str, str]
-) -> Registered:
+def register_model(name: str, packaged: registry.PackagedModel, run_id: str, tags: dict[str, str]) -> Registered:
     """Register a version named after the spec, tagged with its lineage; idempotent per run."""
     version = registry.register_version(
         name,

@@ -65,9 +65,7 @@ def build_pipeline(spec: PipelineSpec, roles: ColumnRoles) -> Pipeline:
         raise SpecError(f"{spec.source}: model.params: {exc}") from None
     fits = is_regressor(estimator) if spec.task == "regression" else is_classifier(estimator)
     if not fits:
-        raise SpecError(
-            f"{spec.source}: model.estimator: {spec.estimator_path} does not fit a {spec.task} task"
-        )
+        raise SpecError(f"{spec.source}: model.estimator: {spec.estimator_path} does not fit a {spec.task} task")
     scale = not estimator_cls.__module__.startswith(_SCALE_FREE_MODULES)
     numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
     if scale:
@@ -98,9 +96,7 @@ def build_pipeline(spec: PipelineSpec, roles: ColumnRoles) -> Pipeline:
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
 
 
-def fit_pipeline(
-    spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series
-) -> tuple[Pipeline, dict[str, Any]]:
+def fit_pipeline(spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series) -> tuple[Pipeline, dict[str, Any]]:
     """Fit the spec's pipeline (with its search, when declared); return it and the best params."""
     roles = infer_columns(X_train)
     pipeline = build_pipeline(spec, roles)

@@ -28,18 +28,12 @@ def penguins(rows: int = 300, seed: int = 3):
 
 
 def run(project: Path, *args: str, api_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_HOME"] = str(project / ".prefect")
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    return subprocess.run(
-        [CONVEYOR, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([CONVEYOR, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture
@@ -82,7 +76,9 @@ def test_rerun_changes_nothing_and_worse_or_failing_models_exit_nonzero(fresh: P
     assert kept.returncode == 0, kept.stderr
     assert "v2: kept" in kept.stdout
 
-    spec.write_text(FIVE_LINES + "model: {estimator: sklearn.dummy.DummyClassifier}\nevaluation: {floors: {roc_auc: 0.9}}\n")
+    spec.write_text(
+        FIVE_LINES + "model: {estimator: sklearn.dummy.DummyClassifier}\nevaluation: {floors: {roc_auc: 0.9}}\n"
+    )
     rejected = run(fresh, "train", "penguins", api_url=api_url)
     assert rejected.returncode == 1
     assert "rejected" in rejected.stderr and "below the floor 0.9" in rejected.stderr

@@ -43,9 +43,7 @@ def training_runs(stack: Stack) -> list[Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
     with stack.prefect() as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"model:{MODEL}"]))
-        )
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"model:{MODEL}"])))
     return sorted((run for run in runs if run.name.startswith("train-")), key=lambda r: r.created)
 
 
@@ -134,9 +132,7 @@ def test_the_loop_runs_by_itself(stack: Stack) -> None:
     # The monitoring run in MLflow carries the drift and the real performance figures.
     client = stack.mlflow()
     experiment = client.get_experiment_by_name(MODEL)
-    (report_run,) = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`conveyor.kind` = 'monitoring'"
-    )
+    (report_run,) = client.search_runs([experiment.experiment_id], filter_string="tags.`conveyor.kind` = 'monitoring'")
     assert report_run.data.tags["conveyor.prefect_flow_run_id"] == str(monitored.id)
     assert report_run.data.metrics["drifted_features"] >= 2
     assert report_run.data.metrics["labelled_rows"] == 1000

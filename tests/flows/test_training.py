@@ -76,7 +76,9 @@ def test_worse_model_is_kept_out(project: Path, trained: dict) -> None:
 def test_better_model_replaces_the_champion(project: Path) -> None:
     write_csv(project, "data/train.csv", classification_frame(rows=600))
     weak = write_spec(
-        project, "churn", "../data/train.csv",
+        project,
+        "churn",
+        "../data/train.csv",
         model={"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}},
     )
     assert training_flow(spec=str(weak))["outcome"] == "promoted"
@@ -88,7 +90,9 @@ def test_better_model_replaces_the_champion(project: Path) -> None:
 
 def test_floor_rejects_and_leaves_champion(project: Path, trained: dict) -> None:
     spec = write_spec(
-        project, "churn", "../data/train.csv",
+        project,
+        "churn",
+        "../data/train.csv",
         model={"estimator": "sklearn.dummy.DummyClassifier"},
         evaluation={"floors": {"roc_auc": 0.7}},
     )

@@ -112,6 +112,27 @@ def test_chunked_scoring_equals_predict_proba_on_the_whole_frame(
     assert (datetime.now(UTC) - stamps.min().to_pydatetime()) < timedelta(minutes=5)
 
 
+def test_parallel_chunks_keep_the_input_order_and_leave_openmp_alone(
+    tmp_path: Path, fitted, log_uri: str
+) -> None:
+    from threadpoolctl import threadpool_info
+
+    def openmp_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
+
+    before = openmp_threads()
+    frame = classification_frame(rows=1000, seed=4).drop(columns="label")
+    source = open_input(str(write(frame, tmp_path / "new.parquet")), serving(fitted))
+    outputs = {}
+    for threads in (1, 3):
+        path = tmp_path / f"scores-{threads}.parquet"
+        score_file(make_spec(tmp_path), serving(fitted), source, str(path), 50, threads=threads)
+        outputs[threads] = pd.read_parquet(path).drop(columns="scored_at")
+    pd.testing.assert_frame_equal(outputs[1], outputs[3])
+    assert outputs[3]["row_id"].tolist() == frame["row_id"].tolist()
+    assert openmp_threads() == before  # the scoring threads' limit stays on those threads
+
+
 def test_every_scored_row_goes_to_a_day_partition_of_the_log(
     tmp_path: Path, fitted, log_uri: str
 ) -> None:
@@ -271,7 +292,10 @@ def test_append_partitions_by_day_and_read_filters_by_time(log_uri: str) -> None
 def test_versions_with_different_columns_read_as_one_frame(log_uri: str) -> None:
     at = datetime(2026, 3, 2, 12, tzinfo=UTC)
     predictions.append("churn", logged_rows([1], at, "1"))
-    predictions.append("churn", logged_rows([2], at, "2").append_column("x9", pa.array([0.5])))
+    predictions.append(
+        "churn",
+        logged_rows([2], at + timedelta(minutes=1), "2").append_column("x9", pa.array([0.5])),
+    )
     frame = predictions.read("churn")
     assert frame["x9"].isna().tolist() == [True, False]
 
