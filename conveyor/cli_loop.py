@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from conveyor.errors import ConveyorError
-
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and MLflow's logs.")]
-
-
-def _result(state: Any) -> dict[str, Any]:
-    """The flow's return value; an expected failure ends the command with one line and its code."""
-    try:
-        result: dict[str, Any] = state.result()
-    except ConveyorError as exc:  # the flow's own exception, re-raised from its final state
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    return result
 
 
 def _shown(path: str) -> str:
@@ -30,19 +18,13 @@ def _shown(path: str) -> str:
 def score(
     name: Annotated[str, typer.Argument(help="The model's name (its spec under pipelines/).")],
     input: Annotated[str, typer.Option("--input", "-i", help="Rows to score: .csv or .parquet.")],
-    output: Annotated[
-        str, typer.Option("--output", "-o", help="Where to write them: .csv or .parquet.")
-    ],
-    version: Annotated[
-        str | None, typer.Option(help="Score with this version instead of the champion.")
-    ] = None,
-    chunk_rows: Annotated[
-        int, typer.Option(min=1, help="Rows per chunk (bounds the memory).")
-    ] = 250_000,
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write them: .csv or .parquet.")],
+    version: Annotated[str | None, typer.Option(help="Score with this version instead of the champion.")] = None,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk (bounds the memory).")] = 250_000,
     verbose: Verbose = False,
 ) -> None:
     """Score a file with the champion (or --version), streamed; every row is logged."""
-    from conveyor.cli import _quiet_prefect
+    from conveyor.cli import _flow_result, _quiet_prefect
 
     _quiet_prefect(verbose)
     from flows.scoring import scoring_flow
@@ -55,7 +37,7 @@ def score(
         chunk_rows=chunk_rows,
         return_state=True,
     )
-    result = _result(state)
+    result = _flow_result(state)
     alias = f" ({result['alias']})" if result["alias"] else ""
     typer.echo(
         f"{result['model']} v{result['version']}{alias}: {result['rows']:,} rows scored in "
@@ -67,18 +49,16 @@ def score(
 
 def feedback(
     name: Annotated[str, typer.Argument(help="The model's name (its spec under pipelines/).")],
-    labels: Annotated[
-        str, typer.Option("--labels", "-l", help="True outcomes: the id and target columns.")
-    ],
+    labels: Annotated[str, typer.Option("--labels", "-l", help="True outcomes: the id and target columns.")],
     verbose: Verbose = False,
 ) -> None:
     """Record true outcomes by id (late, partial or repeated: the last label per id counts)."""
-    from conveyor.cli import _quiet_prefect
+    from conveyor.cli import _flow_result, _quiet_prefect
 
     _quiet_prefect(verbose)
     from flows.scoring import feedback_flow
 
-    result = _result(feedback_flow(model=name, labels_path=labels, return_state=True))
+    result = _flow_result(feedback_flow(model=name, labels_path=labels, return_state=True))
     skipped = f" ({result['skipped']} rows skipped: no id or no label)" if result["skipped"] else ""
     typer.echo(
         f"{result['model']}: {result['recorded']:,} labels recorded from "

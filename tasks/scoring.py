@@ -19,9 +19,12 @@ at chunk 40 leaves no output file and nothing in the prediction log.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -60,6 +64,9 @@ MODEL_VERSION = "model_version"
 PREDICTION = predictions.PREDICTION
 SCORED_AT = predictions.SCORED_AT
 _CSV_BLOCK_BYTES = 16 << 20
+_PARQUET_BUFFER = 8 << 20
+_PENDING_WRITES = 2
+_MIN_SPLIT_ROWS = 10_000
 _PARQUET = {".parquet", ".pq"}
 _COMPRESSED = {".gz", ".bz2", ".zst", ".lz4"}
 
@@ -103,12 +110,8 @@ def load_serving_model(name: str, version: str | None = None) -> ServingModel:
         found = registry.alias_version(name, registry.CHAMPION)
         if found is None:
             if not registry.list_versions(name):
-                raise RegistryError(
-                    f"no registered model named {name!r}: train it first (conveyor train {name})"
-                )
-            raise RegistryError(
-                f"model {name!r} has no champion yet: promote a version, or pass --version"
-            )
+                raise RegistryError(f"no registered model named {name!r}: train it first (conveyor train {name})")
+            raise RegistryError(f"model {name!r} has no champion yet: promote a version, or pass --version")
         alias = registry.CHAMPION
     else:
         found = registry.get_version(name, version)
@@ -146,9 +149,7 @@ def _format(path: str, role: str) -> str:
     if last == ".csv":
         return "csv"
     shown = last or "(no extension)"
-    raise DataError(
-        f"{display_path(path)}: unsupported {role} format {shown!r}: use .csv or .parquet"
-    )
+    raise DataError(f"{display_path(path)}: unsupported {role} format {shown!r}: use .csv or .parquet")
 
 
 @dataclass(frozen=True)
@@ -159,21 +160,18 @@ class ScoringInput:
     format: str
     columns: tuple[str, ...]
     column_types: dict[str, pa.DataType] = field(default_factory=dict)
+    rows: int | None = None  # known up front for Parquet only
 
     @property
     def shown(self) -> str:
         return display_path(self.path)
 
 
-def _csv_reader(
-    path: str, column_types: dict[str, pa.DataType] | None = None
-) -> pacsv.CSVStreamingReader:
+def _csv_reader(path: str, column_types: dict[str, pa.DataType] | None = None) -> pacsv.CSVStreamingReader:
     fs, local = predictions.filesystem(path)
     stream = fs.open_input_stream(local, compression="detect")
     convert = pacsv.ConvertOptions(column_types=column_types or {})
-    return pacsv.open_csv(
-        stream, read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES), convert_options=convert
-    )
+    return pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES), convert_options=convert)
 
 
 def open_input(path: str, model: ServingModel) -> ScoringInput:
@@ -186,27 +184,26 @@ def open_input(path: str, model: ServingModel) -> ScoringInput:
     kind = _format(path, "input")
     fs, local = predictions.filesystem(path)
     info = fs.get_file_info(local)
-    if info.type != predictions.pafs.FileType.File:
+    if info.type != pafs.FileType.File:
         raise DataError(f"{display_path(path)}: no such file")
     try:
         if kind == "parquet":
             with fs.open_input_file(local) as handle:
-                schema = pq.ParquetFile(handle).schema_arrow
-            return ScoringInput(path, kind, tuple(schema.names))
-        schema = _csv_reader(path).schema
+                parquet = pq.ParquetFile(handle)
+                names, rows = tuple(parquet.schema_arrow.names), parquet.metadata.num_rows
+            return ScoringInput(path, kind, names, rows=rows)
+        reader = _csv_reader(path)
+        schema = reader.schema
+        reader.close()
     except (pa.ArrowInvalid, OSError) as exc:
         what = "Parquet" if kind == "parquet" else "CSV"
-        raise DataError(
-            f"{display_path(path)}: cannot be read as {what}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise DataError(f"{display_path(path)}: cannot be read as {what}: {str(exc).splitlines()[0]}") from None
     types: dict[str, pa.DataType] = {}
     for name in schema.names:
         inferred = schema.field(name).type
         if name in model.categorical:
             types[name] = pa.string()
-        elif name in model.features and (
-            pa.types.is_integer(inferred) or pa.types.is_null(inferred)
-        ):
+        elif name in model.features and (pa.types.is_integer(inferred) or pa.types.is_null(inferred)):
             types[name] = pa.float64()
     return ScoringInput(path, kind, tuple(schema.names), types)
 
@@ -229,28 +226,47 @@ def _rebatch(batches: Iterable[pa.RecordBatch], rows: int, schema: pa.Schema) ->
         yield pa.Table.from_batches(pending, schema)
 
 
+def _read_ahead(chunks: Iterator[pa.Table], executor: ThreadPoolExecutor) -> Generator[pa.Table]:
+    """The same chunks, the next one read on `executor` while the caller works on this one."""
+    try:
+        upcoming = executor.submit(next, chunks, None)
+        while (chunk := upcoming.result()) is not None:
+            upcoming = executor.submit(next, chunks, None)
+            yield chunk
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)  # before closing the reader's file
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
 def read_chunks(source: ScoringInput, chunk_rows: int) -> Iterator[pa.Table]:
-    """The input as tables of `chunk_rows` rows, read lazily; unreadable rows are a DataError."""
+    """The input as tables of `chunk_rows` rows, read lazily; unreadable rows are a DataError.
+
+    Parquet is read without pre-buffering: pyarrow's read cache otherwise keeps every row group
+    it has read until the file is closed (memory grew ~12 MB per 250k-row chunk), and a file
+    written as one huge row group would be read whole. Buffered page reads stay bounded.
+    """
     fs, local = predictions.filesystem(source.path)
     done = 0
     try:
         if source.format == "parquet":
             with fs.open_input_file(local) as handle:
-                parquet = pq.ParquetFile(handle)
-                for table in _rebatch(
-                    parquet.iter_batches(batch_size=chunk_rows), chunk_rows, parquet.schema_arrow
-                ):
+                parquet = pq.ParquetFile(handle, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
+                batches = parquet.iter_batches(batch_size=chunk_rows)
+                for table in _rebatch(batches, chunk_rows, parquet.schema_arrow):
                     yield table
                     done += table.num_rows
         else:
             reader = _csv_reader(source.path, source.column_types)
-            for table in _rebatch(reader, chunk_rows, reader.schema):
-                yield table
-                done += table.num_rows
+            try:
+                for table in _rebatch(reader, chunk_rows, reader.schema):
+                    yield table
+                    done += table.num_rows
+            finally:
+                reader.close()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(
-            f"{source.shown}: cannot read the rows after row {done}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise DataError(f"{source.shown}: cannot read the rows after row {done}: {str(exc).splitlines()[0]}") from None
 
 
 # --- the serving contract -------------------------------------------------------------------
@@ -290,9 +306,7 @@ def expected_columns(
     )
 
 
-def check_columns(
-    source: ScoringInput, spec: PipelineSpec, model: ServingModel, suite: dict[str, Any] | None
-) -> None:
+def check_columns(source: ScoringInput, spec: PipelineSpec, model: ServingModel, suite: dict[str, Any] | None) -> None:
     """Refuse an input with a missing or an extra column, naming it."""
     columns = list(source.columns)
     required, optional, described = expected_columns(spec, model, suite)
@@ -301,8 +315,7 @@ def check_columns(
     extra = [c for c in columns if c not in required and c not in optional]
     if len(missing) == 1 and len(extra) == 1:
         raise DataError(
-            f"{source.shown}: column {missing[0]!r} is missing and column {extra[0]!r} "
-            f"is not in {described} (renamed?)"
+            f"{source.shown}: column {missing[0]!r} is missing and column {extra[0]!r} is not in {described} (renamed?)"
         )
     problems = []
     if missing:
@@ -310,15 +323,11 @@ def check_columns(
     if extra:
         problems.append(f"unexpected column{'s' * (len(extra) > 1)} {_names(extra)}")
     if problems:
-        raise DataError(
-            f"{source.shown}: {'; '.join(problems)} (the input must hold exactly {described})"
-        )
+        raise DataError(f"{source.shown}: {'; '.join(problems)} (the input must hold exactly {described})")
     outputs = set(model.output_columns) | ({ROW} if not spec.data.id_column else set())
     clashes = [c for c in columns if c in outputs]
     if clashes:
-        raise DataError(
-            f"{source.shown}: column {clashes[0]!r} clashes with an output column of that name"
-        )
+        raise DataError(f"{source.shown}: column {clashes[0]!r} clashes with an output column of that name")
 
 
 @dataclass
@@ -338,20 +347,14 @@ class ChunkChecks:
     its counts over the whole input and is judged in `finish()`.
     """
 
-    def __init__(
-        self, suite: dict[str, Any] | None, source: str, float_features: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, suite: dict[str, Any] | None, source: str, float_features: Iterable[str] = ()) -> None:
         self.source = source
         self.float_features = tuple(float_features)
         self.checks: list[_Check] = []
         for expectation in (suite or {}).get("expectations", []):
             kind, kwargs = expectation.get("type"), dict(expectation.get("kwargs", {}))
             on_violation = expectation.get("meta", {}).get("on_violation", FAIL)
-            if (
-                kind not in {NOT_NULL, BETWEEN, IN_SET}
-                or on_violation != FAIL
-                or kwargs.get("row_condition")
-            ):
+            if kind not in {NOT_NULL, BETWEEN, IN_SET} or on_violation != FAIL or kwargs.get("row_condition"):
                 continue
             self.checks.append(_Check(kind, str(kwargs["column"]), kwargs, kwargs.get("mostly")))
 
@@ -383,8 +386,7 @@ class ChunkChecks:
 
     def _describe(self, rule: _Check, count: int, examples: list[Any]) -> str:
         shown = ", ".join(
-            repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
-            for v in examples
+            repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v) for v in examples
         )
         eg = f" (e.g. {shown})" if shown else ""
         if rule.kind == NOT_NULL:
@@ -405,8 +407,7 @@ class ChunkChecks:
                 infinite = int(pc.sum(pc.is_inf(column)).as_py() or 0)
                 if infinite:
                     raise DataError(
-                        f"{self.source}: column {name!r}: {infinite} infinite values {where}: "
-                        "models cannot use them"
+                        f"{self.source}: column {name!r}: {infinite} infinite values {where}: models cannot use them"
                     )
         for rule in self.checks:
             if rule.column not in chunk.column_names:
@@ -417,17 +418,12 @@ class ChunkChecks:
                 continue
             count = int(pc.sum(mask).as_py() or 0)
             rule.unexpected += count
-            rule.seen += (
-                chunk.num_rows if rule.kind == NOT_NULL else chunk.num_rows - column.null_count
-            )
+            rule.seen += chunk.num_rows if rule.kind == NOT_NULL else chunk.num_rows - column.null_count
             if count and rule.mostly is None:
-                examples = (
-                    [] if rule.kind == NOT_NULL else column.filter(mask).slice(0, 3).to_pylist()
-                )
+                examples = [] if rule.kind == NOT_NULL else column.filter(mask).slice(0, 3).to_pylist()
                 problem = self._describe(rule, count, examples)
                 raise DataError(
-                    f"{self.source}: column {rule.column!r}: {problem} {where}; "
-                    "the serving contract refuses them"
+                    f"{self.source}: column {rule.column!r}: {problem} {where}; the serving contract refuses them"
                 )
 
     def finish(self) -> None:
@@ -498,6 +494,24 @@ def score_chunk(
     return output, log
 
 
+def scoring_threads() -> int:
+    """Chunks scored at once: the cores this process may use, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
+
+
+def _one_native_thread() -> None:
+    """Scoring threads run the model's OpenMP code single-threaded: the chunks are the parallelism.
+
+    OpenMP's thread count is a per-thread setting, so the rest of the process keeps its own.
+    sklearn's OpenMP loops synchronise once per tree: on a busy machine a thread that is not
+    scheduled in time stalls every tree of every chunk (measured: up to 40% slower).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="openmp")
+
+
 class OutputWriter:
     """The output file, CSV or Parquet by extension, written chunk by chunk under a temporary
     name and moved into place by `commit()`."""
@@ -515,7 +529,12 @@ class OutputWriter:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             if self.format == "parquet":
-                self._writer = pq.ParquetWriter(self.temporary, table.schema, filesystem=self.fs)
+                self._writer = pq.ParquetWriter(
+                    self.temporary,
+                    table.schema,
+                    filesystem=self.fs,
+                    **predictions.parquet_options(table.schema),
+                )
             else:
                 self._sink = self.fs.open_output_stream(self.temporary)
                 self._writer = pacsv.CSVWriter(self._sink, table.schema)
@@ -536,7 +555,7 @@ class OutputWriter:
         try:
             self._close()
         finally:
-            if self.fs.get_file_info(self.temporary).type != predictions.pafs.FileType.NotFound:
+            if self.fs.get_file_info(self.temporary).type != pafs.FileType.NotFound:
                 self.fs.delete_file(self.temporary)
 
 
@@ -568,14 +587,19 @@ def score_file(
     suite: dict[str, Any] | None = None,
     log_uri: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> ScoringSummary:
     """Score the input chunk by chunk into the output file and the prediction log.
 
     Both are committed only when every chunk passed the contract and was scored.
-    `progress(chunks, rows)` is called after each chunk.
+    `progress(chunks, rows)` is called after each chunk; `threads` chunks are scored at once
+    (default: the available cores, at most 4).
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
+    threads = threads or scoring_threads()
+    if source.rows:  # a small input still gives every thread a chunk (tiny ones stay whole)
+        chunk_rows = min(chunk_rows, max(_MIN_SPLIT_ROWS, -(-source.rows // threads)))
     started = datetime.now(UTC)
     clock = time.perf_counter()
     log_uri = log_uri or predictions.prediction_log_uri(spec.name)
@@ -584,26 +608,60 @@ def score_file(
     output = OutputWriter(output_path)
     log = predictions.DatasetWriter(log_uri, SCORED_AT)
     rows = chunks = 0
+    # Three stages on their own threads: read the next chunk, score `threads` chunks at once,
+    # write finished ones in input order. Arrow and the model's native code release the GIL.
+    # At most 1 + (threads + 1) + _PENDING_WRITES chunks are held: memory stays bounded.
+    reader = ThreadPoolExecutor(1, "score-read")
+    scorer = ThreadPoolExecutor(threads, "score", initializer=_one_native_thread)
+    writer = ThreadPoolExecutor(1, "score-write")
+    scoring: deque[Future[tuple[pa.Table, pa.Table, str]]] = deque()
+    writing: deque[Future[None]] = deque()
+
+    def score(chunk: pa.Table, offset: int) -> tuple[pa.Table, pa.Table, str]:
+        scored_at = datetime.now(UTC)
+        scored, logged = score_chunk(model, chunk, offset, spec.data.id_column, scored_at)
+        return scored, logged, scored_at.date().isoformat()
+
+    def write(job: tuple[pa.Table, pa.Table, str]) -> None:
+        scored, logged, day = job
+        output.write(scored)
+        log.write(logged, day=day)
+
+    def hand_over(keep: int) -> None:
+        """Pass finished chunks to the writer, oldest first, until `keep` are left scoring."""
+        while len(scoring) > keep:
+            writing.append(writer.submit(write, scoring.popleft().result()))
+            while len(writing) > _PENDING_WRITES:
+                writing.popleft().result()
+
+    stream = _read_ahead(read_chunks(source, chunk_rows), reader)
     try:
-        for chunk in read_chunks(source, chunk_rows):
+        for chunk in stream:
             checks(chunk, rows)
-            scored_at = datetime.now(UTC)
-            scored, logged = score_chunk(model, chunk, rows, spec.data.id_column, scored_at)
-            output.write(scored)
-            log.write(logged, day=scored_at.date().isoformat())
+            scoring.append(scorer.submit(score, chunk, rows))
             rows += chunk.num_rows
             chunks += 1
+            hand_over(keep=threads)
             if progress is not None:
                 progress(chunks, rows)
+        hand_over(keep=0)
+        while writing:
+            writing.popleft().result()
         checks.finish()
         if rows == 0:
             raise DataError(f"{source.shown}: a header but no data rows")
         log_files = log.commit()  # the log first: an output never exists without its log
         output.commit()
     except BaseException:
+        for executor in (scorer, writer):  # nothing may still write when the files go
+            executor.shutdown(wait=True, cancel_futures=True)
         output.abort()
         log.abort()
         raise
+    finally:
+        stream.close()
+        for executor in (reader, scorer, writer):
+            executor.shutdown(wait=True)
     seconds = time.perf_counter() - clock
     return ScoringSummary(
         model=model.name,
@@ -634,9 +692,7 @@ def score_file(
 def resolve_model(name: str, version: str | None = None) -> ServingModel:
     """Resolve the champion (or the named version) once for the whole run, and load it."""
     model = load_serving_model(name, version)
-    get_run_logger().info(
-        "scoring with %s v%s%s", name, model.version, f" ({model.alias})" if model.alias else ""
-    )
+    get_run_logger().info("scoring with %s v%s%s", name, model.version, f" ({model.alias})" if model.alias else "")
     return model
 
 
@@ -657,9 +713,7 @@ def validate_input(spec: PipelineSpec, model: ServingModel, input_path: str) -> 
         message = f"{source.shown}: columns match model v{model.version}'s inputs (no contract)"
         get_run_logger().warning("%s has no contract: checked the input's columns only", spec.name)
     else:
-        message = (
-            f"{report.message()} (first {report.rows} rows with GX; every chunk with Arrow checks)"
-        )
+        message = f"{report.message()} (first {report.rows} rows with GX; every chunk with Arrow checks)"
         for item in report.warnings:
             get_run_logger().warning("serving contract warning: %s", item.text(report.source))
     return CheckedInput(source, suite, message)
@@ -680,9 +734,7 @@ def score_batch(
         if chunks % 20 == 0:
             logger.info("%d rows scored", rows)
 
-    return score_file(
-        spec, model, checked.source, output_path, chunk_rows, checked.suite, progress=progress
-    )
+    return score_file(spec, model, checked.source, output_path, chunk_rows, checked.suite, progress=progress)
 
 
 @task(

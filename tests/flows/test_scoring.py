@@ -39,9 +39,7 @@ def project(trained: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The trained project with a prediction log of this test's own."""
     monkeypatch.setenv("CONVEYOR_HOME", str(trained))
     monkeypatch.setenv(predictions.PREDICTION_LOG_ENV, str(trained / f"log-{uuid.uuid4().hex[:8]}"))
-    monkeypatch.setenv(
-        predictions.FEEDBACK_LOG_ENV, str(trained / f"feedback-{uuid.uuid4().hex[:8]}")
-    )
+    monkeypatch.setenv(predictions.FEEDBACK_LOG_ENV, str(trained / f"feedback-{uuid.uuid4().hex[:8]}"))
     return trained
 
 
@@ -57,9 +55,7 @@ def test_scores_with_the_champion_and_logs_every_row(project: Path) -> None:
 
     source = new_rows(project)
     output = project / "out" / "scores.csv"
-    state = scoring_flow(
-        model="churn", input_path=str(source), output_path=str(output), return_state=True
-    )
+    state = scoring_flow(model="churn", input_path=str(source), output_path=str(output), return_state=True)
     result = state.result()
 
     assert (result["version"], result["alias"], result["rows"]) == ("1", "champion", 120)
@@ -115,9 +111,7 @@ def test_a_named_version_is_used_and_recorded(project: Path) -> None:
 def test_an_input_breaking_the_serving_contract_changes_nothing(project: Path) -> None:
     path = project / "incoming" / "extra.csv"
     path.parent.mkdir(exist_ok=True)
-    classification_frame(rows=30, seed=3).drop(columns="label").assign(segment="b2b").to_csv(
-        path, index=False
-    )
+    classification_frame(rows=30, seed=3).drop(columns="label").assign(segment="b2b").to_csv(path, index=False)
     output = project / "refused.csv"
     with pytest.raises(DataError, match=r"extra.csv: unexpected column 'segment'"):
         scoring_flow(model="churn", input_path=str(path), output_path=str(output))
@@ -145,17 +139,10 @@ def test_late_labels_join_the_logged_predictions(project: Path) -> None:
 
 def test_cli_scores_and_refuses_with_one_line(project: Path) -> None:
     from conveyor.cli import app
-    from conveyor.cli_loop import register
 
-    if "score" not in {
-        command.name or command.callback.__name__ for command in app.registered_commands
-    }:
-        register(app)
     runner = CliRunner()
     source = new_rows(project, rows=25)
-    done = runner.invoke(
-        app, ["score", "churn", "--input", str(source), "--output", str(project / "cli.parquet")]
-    )
+    done = runner.invoke(app, ["score", "churn", "--input", str(source), "--output", str(project / "cli.parquet")])
     assert done.exit_code == 0, done.output
     assert "churn v1 (champion): 25 rows scored" in done.output
     labels = project / "bad-labels.csv"

@@ -35,17 +35,13 @@ def make_spec(folder: Path, id_column: str | None = "row_id"):
         "target": "label",
         **({"id_column": id_column} if id_column else {}),
     }
-    return parse_spec(
-        {"name": "churn", "data": data}, str(folder / "pipelines" / "churn.yaml")
-    ).for_task("binary")
+    return parse_spec({"name": "churn", "data": data}, str(folder / "pipelines" / "churn.yaml")).for_task("binary")
 
 
 @pytest.fixture(scope="module")
 def fitted():
     frame = classification_frame(rows=300, seed=1)
-    spec = parse_spec({"name": "churn", "data": {"path": "x", "target": "label"}}).for_task(
-        "binary"
-    )
+    spec = parse_spec({"name": "churn", "data": {"path": "x", "target": "label"}}).for_task("binary")
     model, _ = fit_pipeline(spec, frame[FEATURES], frame["label"])
     return model
 
@@ -89,9 +85,7 @@ def test_chunked_scoring_equals_predict_proba_on_the_whole_frame(
     output_path = tmp_path / "out" / f"scores.{target}"
     spec, model = make_spec(tmp_path), serving(fitted)
 
-    summary = score_file(
-        spec, model, open_input(str(input_path), model), str(output_path), chunk_rows=128
-    )
+    summary = score_file(spec, model, open_input(str(input_path), model), str(output_path), chunk_rows=128)
 
     assert summary.rows == 1000 and summary.chunks == 8  # 7 full chunks and a last one of 104
     scores = read(output_path)
@@ -112,9 +106,7 @@ def test_chunked_scoring_equals_predict_proba_on_the_whole_frame(
     assert (datetime.now(UTC) - stamps.min().to_pydatetime()) < timedelta(minutes=5)
 
 
-def test_parallel_chunks_keep_the_input_order_and_leave_openmp_alone(
-    tmp_path: Path, fitted, log_uri: str
-) -> None:
+def test_parallel_chunks_keep_the_input_order_and_leave_openmp_alone(tmp_path: Path, fitted, log_uri: str) -> None:
     from threadpoolctl import threadpool_info
 
     def openmp_threads() -> list[int]:
@@ -133,23 +125,17 @@ def test_parallel_chunks_keep_the_input_order_and_leave_openmp_alone(
     assert openmp_threads() == before  # the scoring threads' limit stays on those threads
 
 
-def test_every_scored_row_goes_to_a_day_partition_of_the_log(
-    tmp_path: Path, fitted, log_uri: str
-) -> None:
+def test_every_scored_row_goes_to_a_day_partition_of_the_log(tmp_path: Path, fitted, log_uri: str) -> None:
     frame = classification_frame(rows=300, seed=6).drop(columns="label")
     input_path = write(frame, tmp_path / "new.parquet")
     spec, model = make_spec(tmp_path), serving(fitted)
-    summary = score_file(
-        spec, model, open_input(str(input_path), model), str(tmp_path / "s.csv"), chunk_rows=100
-    )
+    summary = score_file(spec, model, open_input(str(input_path), model), str(tmp_path / "s.csv"), chunk_rows=100)
 
     day = datetime.now(UTC).date().isoformat()
     assert len(summary.log_files) == 1 and f"/churn/date={day}/part-" in summary.log_files[0]
     logged = predictions.read("churn")
     assert len(logged) == 300
-    assert {"row_id", *FEATURES, "prediction", "proba_yes", "model_version", "scored_at"} <= set(
-        logged.columns
-    )
+    assert {"row_id", *FEATURES, "prediction", "proba_yes", "model_version", "scored_at"} <= set(logged.columns)
     pd.testing.assert_frame_equal(
         logged[FEATURES].reset_index(drop=True),
         frame[FEATURES].reset_index(drop=True),
@@ -163,9 +149,7 @@ def test_without_an_id_column_rows_are_numbered(tmp_path: Path, fitted, log_uri:
     frame = classification_frame(rows=250, seed=7)[FEATURES]
     input_path = write(frame, tmp_path / "new.csv")
     spec, model = make_spec(tmp_path, id_column=None), serving(fitted)
-    score_file(
-        spec, model, open_input(str(input_path), model), str(tmp_path / "s.parquet"), chunk_rows=100
-    )
+    score_file(spec, model, open_input(str(input_path), model), str(tmp_path / "s.parquet"), chunk_rows=100)
     assert pd.read_parquet(tmp_path / "s.parquet")["row"].tolist() == list(range(250))
 
 
@@ -181,9 +165,7 @@ def test_csv_columns_take_the_models_types_not_the_first_blocks(
     input_path = write(frame, tmp_path / "new.csv")
     spec, model = make_spec(tmp_path), serving(fitted)
     source = open_input(str(input_path), model)
-    assert (
-        source.column_types["x1"] == pa.float64() and source.column_types["colour"] == pa.string()
-    )
+    assert source.column_types["x1"] == pa.float64() and source.column_types["colour"] == pa.string()
     summary = score_file(spec, model, source, str(tmp_path / "s.csv"), chunk_rows=50)
     assert summary.rows == 200
 
@@ -207,9 +189,7 @@ def test_missing_or_extra_columns_are_refused_by_name(
 ) -> None:
     spec, model = make_spec(tmp_path), serving(fitted)
     if with_contract:
-        save_contract(
-            draft_contract(spec, classification_frame(rows=300, seed=1)), spec.contract_path
-        )
+        save_contract(draft_contract(spec, classification_frame(rows=300, seed=1)), spec.contract_path)
     frame = change(classification_frame(rows=50, seed=9).drop(columns="label"))
     source = open_input(str(write(frame, tmp_path / "new.parquet")), model)
     with pytest.raises(DataError, match=message) as refused:
@@ -218,17 +198,13 @@ def test_missing_or_extra_columns_are_refused_by_name(
     assert "\n" not in str(refused.value)
 
 
-def test_the_serving_contract_checks_values_with_gx_on_the_first_rows(
-    tmp_path: Path, fitted
-) -> None:
+def test_the_serving_contract_checks_values_with_gx_on_the_first_rows(tmp_path: Path, fitted) -> None:
     spec, model = make_spec(tmp_path), serving(fitted)
     save_contract(draft_contract(spec, classification_frame(rows=300, seed=1)), spec.contract_path)
     frame = classification_frame(rows=50, seed=9).drop(columns="label")
     frame.loc[3, "colour"] = "purple"
     source = open_input(str(write(frame, tmp_path / "new.parquet")), model)
-    with pytest.raises(
-        DataError, match=r"column 'colour': 1 value not in the contract's categories"
-    ):
+    with pytest.raises(DataError, match=r"column 'colour': 1 value not in the contract's categories"):
         check_input(spec, model, source, serving_suite(spec))
 
 
@@ -244,17 +220,13 @@ def test_a_bad_value_in_a_late_chunk_refuses_the_input_and_leaves_nothing(
     suite = serving_suite(spec)
     check_input(spec, model, source, suite)  # GX sees the first 100 rows: fine
     output = tmp_path / "scores.parquet"
-    with pytest.raises(
-        DataError, match=r"column 'x1': 1 value outside \[.*\] \(e.g. 1e\+06\) in rows 400-499"
-    ):
+    with pytest.raises(DataError, match=r"column 'x1': 1 value outside \[.*\] \(e.g. 1e\+06\) in rows 400-499"):
         score_file(spec, model, source, str(output), chunk_rows=100, suite=suite)
     assert not output.exists() and list(tmp_path.glob(".scores*")) == []
     assert predictions.read("churn").empty
 
 
-def test_an_unsupported_output_format_is_refused_before_scoring(
-    tmp_path: Path, fitted, log_uri: str
-) -> None:
+def test_an_unsupported_output_format_is_refused_before_scoring(tmp_path: Path, fitted, log_uri: str) -> None:
     frame = classification_frame(rows=20, seed=3).drop(columns="label")
     spec, model = make_spec(tmp_path), serving(fitted)
     source = open_input(str(write(frame, tmp_path / "new.csv")), model)
@@ -326,9 +298,7 @@ def test_the_last_label_per_id_wins_and_partial_labels_join(tmp_path: Path, log_
     assert len(joined) == 4
 
 
-def test_a_labels_file_without_the_id_or_target_column_is_refused(
-    tmp_path: Path, log_uri: str
-) -> None:
+def test_a_labels_file_without_the_id_or_target_column_is_refused(tmp_path: Path, log_uri: str) -> None:
     path = labels_file(tmp_path, {"customer": [1], "label": ["no"]}, "labels.csv")
     with pytest.raises(
         DataError,
@@ -353,6 +323,4 @@ def test_labels_take_the_logged_types(tmp_path: Path, log_uri: str) -> None:
 def test_feedback_needs_an_id_column_in_the_spec(tmp_path: Path, log_uri: str) -> None:
     path = labels_file(tmp_path, {"row": [1], "label": ["no"]}, "labels.csv")
     with pytest.raises(SpecError, match="data.id_column is not set"):
-        predictions.record_feedback(
-            "churn", path, id_column="", target="label", source="pipelines/churn.yaml"
-        )
+        predictions.record_feedback("churn", path, id_column="", target="label", source="pipelines/churn.yaml")
