@@ -242,6 +242,11 @@ def main() -> None:
     overhead_server = median["small_server"] - median["small_plain"]
     ratio = median["large_server"] / median["large_plain"]
     cached = median["large_rerun"] / median["large_server"]
+    def verdict(overhead: float) -> bool | None:
+        # A baseline slower than Conveyor by more than a second means the machine's noise
+        # swamped the figure: report it as inconclusive, not as met.
+        return None if overhead < -1 else overhead < 3
+
     goals = {
         "fixed_overhead_s (running Prefect server)": {
             "value": round(overhead_server, 2),

@@ -31,7 +31,7 @@ def table() -> str:
             target = next((goal[k] for k in ("goal", "goal_seconds", "goal_bytes") if k in goal), "")
             if isinstance(value, list):
                 value = ", ".join(map(str, value))
-            met = "yes" if goal.get("met") else "no"
+            met = {True: "yes", False: "no", None: "inconclusive"}[goal.get("met")]
             rows.append(f"| {name} | {measure} | {value} | {target} | {met} |")
     return "\n".join(rows)
 
