@@ -198,17 +198,11 @@ def contract_init(
 
 
 def _register_extensions() -> None:
-    """Commands that live beside their subsystem (the stack, the scoring loop)."""
-    import importlib
+    """Commands that live beside their subsystem: the stack, and scoring with feedback."""
+    from conveyor import cli_loop, cli_stack
 
-    for module in ("conveyor.cli_stack", "conveyor.cli_loop"):
-        try:
-            extension = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        extension.register(app)
+    cli_stack.register(app)
+    cli_loop.register(app)
 
 
 _register_extensions()
