@@ -91,8 +91,20 @@ def _markdown(
 | --- | --- | --- |
 {rows}
 
-MLflow run `{result.run_id}`; model `models:/{spec.name}/{result.version}`; primary metric {spec.primary_metric}.
+{_links(spec.name, result)}; primary metric {spec.primary_metric}.
 """
+
+
+def _links(name: str, result: TrainingResult) -> str:
+    """Links into the MLflow UI when tracking goes to a server, else the run id and model URI."""
+    uri = registry.client().tracking_uri
+    run = f"MLflow run `{result.run_id}`"
+    model = f"model `models:/{name}/{result.version}`"
+    if uri.startswith(("http://", "https://")):
+        experiment = registry.client().get_run(result.run_id).info.experiment_id
+        run = f"[MLflow run]({uri}/#/experiments/{experiment}/runs/{result.run_id})"
+        model = f"[model {name} v{result.version}]({uri}/#/models/{name}/versions/{result.version})"
+    return f"{run}; {model}"
 
 
 def _run_name() -> str:
