@@ -194,6 +194,12 @@ def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str
     raise AssertionError("unreachable")
 
 
+def discard_version(name: str, version: str) -> None:
+    """Delete a version whose run failed before its decision was recorded (its aliases go too)."""
+    with contextlib.suppress(Exception):  # already gone; the original error is what matters
+        client().delete_model_version(name, str(version))
+
+
 def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
     mlflow_client = client()
     for key, value in tags.items():

@@ -58,8 +58,12 @@ def digest_data(spec: PipelineSpec, data_path: str | None) -> str:
 
 @task(name="find_existing_version", cache_policy=NO_CACHE)
 def find_existing_version(name: str, lineage_key: str) -> Any | None:
-    """A version already trained from the same data, spec and code (registry lookups are not cached)."""
-    return registry.find_version_by_tag(name, "conveyor.lineage_key", lineage_key)
+    """A version already trained and decided from the same data, spec and code.
+
+    A version without a decision was left by a run that died between registering and promoting:
+    it does not count, so the rerun finishes the job (registry lookups are never cached)."""
+    version = registry.find_version_by_tag(name, "conveyor.lineage_key", lineage_key)
+    return version if version is not None and "conveyor.decision" in version.tags else None
 
 
 @task(
@@ -313,9 +317,13 @@ def _train_in_run(
     def rescore(version: str) -> dict[str, float] | None:
         return compute_metrics(pipeline.task, registry.load_model(pipeline.name, version), split.X_test, split.y_test)  # type: ignore[arg-type]
 
-    final: Decision = promote_model(
-        pipeline, registered, decision, champion_version, evaluation.metrics, rescore, allow_promotion
-    )
+    try:
+        final: Decision = promote_model(
+            pipeline, registered, decision, champion_version, evaluation.metrics, rescore, allow_promotion
+        )
+    except BaseException:
+        registry.discard_version(pipeline.name, registered.version)  # no half-registered version
+        raise
     registry.set_tags(run_id, {"conveyor.decision": final.outcome, "conveyor.version": registered.version})
     champion_after = registry.alias_version(pipeline.name, registry.CHAMPION)
     result = TrainingResult(

@@ -138,9 +138,6 @@ def promote_model(
             decision = Decision(decision.outcome, f"{decision.reason} (re-checked against v{current_version})")
         if decision.outcome == "promoted" and not allow_promotion:
             decision = Decision("kept", f"{decision.reason}; promotion not allowed for this run")
-        registry.set_alias(name, registry.CHALLENGER, registered.version)
-        if decision.outcome == "promoted":
-            registry.set_alias(name, registry.CHAMPION, registered.version)
         registry.set_version_tags(
             name,
             registered.version,
@@ -158,4 +155,9 @@ def promote_model(
                 "run_id": registered.run_id,
             },
         )
+        # Aliases move last: if anything above fails, the flow discards the version and no
+        # alias has moved.
+        registry.set_alias(name, registry.CHALLENGER, registered.version)
+        if decision.outcome == "promoted":
+            registry.set_alias(name, registry.CHAMPION, registered.version)
     return decision

@@ -109,3 +109,12 @@ def test_promotion_can_be_withheld(project: Path) -> None:
     result = training_flow(spec=str(spec), allow_promotion=False)
     assert result["outcome"] == "kept"
     assert registry.alias_version("churn", "champion") is None
+
+
+def test_a_version_left_undecided_by_a_dead_run_is_not_reused(project: Path, trained: dict) -> None:
+    """A run killed between registering and promoting leaves a version without a decision."""
+    registry.client().delete_model_version_tag("churn", "1", "conveyor.decision")
+    again = training_flow(spec=str(project / "pipelines" / "churn.yaml"))
+    assert again["reused"] is False
+    assert again["version"] == "2"
+    assert registry.get_version("churn", "2").tags["conveyor.decision"] == again["outcome"]
