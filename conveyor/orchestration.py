@@ -5,12 +5,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
+from conveyor.errors import retry_unless_expected
+
 logger = logging.getLogger(__name__)
+
+# Options for tasks that read files or talk to the tracking store: retry I/O hiccups, never an
+# expected failure; never cache on their inputs (frames and paths hash slowly or wrongly).
+IO_TASK: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": [2, 5],
+    "retry_condition_fn": retry_unless_expected,
+    "cache_policy": NO_CACHE,
+}
 
 # How long a second training run of the same model waits for the first before it fails.
 SLOT_TIMEOUT_SECONDS = 6 * 3600

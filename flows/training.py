@@ -14,10 +14,10 @@ from prefect.runtime import flow_run
 
 from conveyor import registry
 from conveyor.decision import Decision, decide
-from conveyor.errors import DataError, GateNotMet, retry_unless_expected
+from conveyor.errors import DataError, GateNotMet
 from conveyor.events import DATA_ARRIVED, POLICY
 from conveyor.lineage import lineage_of
-from conveyor.orchestration import model_slot, run_tags
+from conveyor.orchestration import IO_TASK, model_slot, run_tags
 from conveyor.spec import DEFAULT_METRIC, PipelineSpec, find_spec
 from tasks.contracts import validate_data
 from tasks.data import Dataset, data_digest, infer_task, load_data, split_data
@@ -43,13 +43,7 @@ class TrainingResult:
         return asdict(self)
 
 
-@task(
-    name="digest_data",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_unless_expected,
-)
+@task(name="digest_data", **IO_TASK)
 def digest_data(spec: PipelineSpec, data_path: str | None) -> str:
     """sha256 over the data files' bytes (each size-checked first), taken before parsing so an
     unchanged rerun reads nothing."""
@@ -66,13 +60,7 @@ def find_existing_version(name: str, lineage_key: str) -> Any | None:
     return version if version is not None and "conveyor.decision" in version.tags else None
 
 
-@task(
-    name="load_champion",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 5],
-    retry_condition_fn=retry_unless_expected,
-)
+@task(name="load_champion", **IO_TASK)
 def load_champion(name: str) -> tuple[str | None, Any | None]:
     current = registry.alias_version(name, registry.CHAMPION)
     if current is None:

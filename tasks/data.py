@@ -20,7 +20,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from conveyor.errors import DataError, retry_unless_expected
+from conveyor.errors import DataError
+from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec, TaskType
 
 _READ_CHUNK = 1 << 20
@@ -408,13 +409,7 @@ def split_frame(spec: PipelineSpec, frame: pd.DataFrame) -> Split:
 
 
 # Not cached by inputs: the digest, not the path, says whether the data changed.
-@task(
-    name="load_data",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_unless_expected,
-)
+@task(name="load_data", **IO_TASK)
 def load_data(spec: PipelineSpec, data_path: str | None = None) -> Dataset:
     """Read the spec's data (or an override path) and take its content digest."""
     pattern = spec.resolve_path(data_path or spec.data.path)

@@ -14,16 +14,9 @@ from prefect.cache_policies import NO_CACHE
 
 from conveyor import registry
 from conveyor.decision import Decision, decide
-from conveyor.errors import retry_unless_expected
 from conveyor.lineage import Lineage, pinned_requirements
+from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
-
-_IO_RETRIES: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay_seconds": [2, 5],
-    "retry_condition_fn": retry_unless_expected,
-    "cache_policy": NO_CACHE,
-}
 
 
 def model_card(
@@ -77,7 +70,7 @@ class Registered:
     model_uri: str
 
 
-@task(name="package_model", **_IO_RETRIES)
+@task(name="package_model", **IO_TASK)
 def package_model(
     run_id: str,
     model: Any,
@@ -98,7 +91,7 @@ def package_model(
     )
 
 
-@task(name="register_model", **_IO_RETRIES)
+@task(name="register_model", **IO_TASK)
 def register_model(name: str, packaged: registry.PackagedModel, run_id: str, tags: dict[str, str]) -> Registered:
     """Register a version named after the spec, tagged with its lineage; idempotent per run."""
     version = registry.register_version(

@@ -40,7 +40,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from conveyor import predictions, registry
-from conveyor.errors import DataError, RegistryError, retry_unless_expected
+from conveyor.errors import DataError, RegistryError
+from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
 from tasks.contracts import (
     BETWEEN,
@@ -682,13 +683,7 @@ def score_file(
 # --- Prefect tasks --------------------------------------------------------------------------
 
 
-@task(
-    name="resolve_model",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 5],
-    retry_condition_fn=retry_unless_expected,
-)
+@task(name="resolve_model", **IO_TASK)
 def resolve_model(name: str, version: str | None = None) -> ServingModel:
     """Resolve the champion (or the named version) once for the whole run, and load it."""
     model = load_serving_model(name, version)
@@ -737,13 +732,7 @@ def score_batch(
     return score_file(spec, model, checked.source, output_path, chunk_rows, checked.suite, progress=progress)
 
 
-@task(
-    name="record_labels",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_unless_expected,
-)
+@task(name="record_labels", **IO_TASK)
 def record_labels(spec: PipelineSpec, labels_path: str) -> predictions.FeedbackResult:
     """Store late ground truth by id in the model's feedback dataset."""
     return predictions.record_feedback(
