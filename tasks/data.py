@@ -400,12 +400,42 @@ def split_frame(spec: PipelineSpec, frame: pd.DataFrame) -> Split:
         cut = int(round(len(order) * (1 - settings.test_size)))
         train_idx, test_idx = order[:cut], order[cut:]
         X = X.drop(columns=[settings.time_column])
-        return Split(X.loc[train_idx], X.loc[test_idx], y.loc[train_idx], y.loc[test_idx])
-    stratify = y if spec.task in {"binary", "multiclass"} and y.value_counts().min() >= 2 else None
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=settings.test_size, random_state=settings.seed, stratify=stratify
+        split = Split(X.loc[train_idx], X.loc[test_idx], y.loc[train_idx], y.loc[test_idx])
+    else:
+        classes = spec.task in {"binary", "multiclass"}
+        stratify = y if classes and y.value_counts().min() >= 2 else None
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=settings.test_size, random_state=settings.seed, stratify=stratify
+        )
+        split = Split(X_train, X_test, y_train, y_test)
+    if spec.task in {"binary", "multiclass"}:
+        check_holdout_classes(spec.data.target, split.y_train, split.y_test)
+    return split
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds, so messages show `3`, not `np.int64(3)`."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
+def check_holdout_classes(target: str, y_train: pd.Series, y_test: pd.Series) -> None:
+    """Refuse a split whose holdout holds classes the training rows lack: a model cannot
+    predict a class it never saw, and its metrics on that class are undefined."""
+    unseen = sorted(set(y_test.dropna()) - set(y_train.dropna()), key=str)
+    if not unseen:
+        return
+    counts = pd.concat([y_train, y_test]).value_counts()
+    shown = ", ".join(f"{_plain(value)!r} ({_rows(int(counts[value]))})" for value in unseen[:5])
+    more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+    raise DataError(
+        f"target {target!r}: class{'es' * (len(unseen) > 1)} {shown}{more} only in the holdout, never in "
+        "the training rows: drop or merge classes with fewer than 2 rows"
     )
-    return Split(X_train, X_test, y_train, y_test)
 
 
 # Not cached by inputs: the digest, not the path, says whether the data changed.

@@ -26,6 +26,25 @@ class Evaluation:
     plots: dict[str, bytes] = field(default_factory=dict)
 
 
+def label_array(values: Any, like: np.ndarray | None = None) -> np.ndarray:
+    """Labels as a typed array (int, bool, float or text), never an object array of numbers.
+
+    scikit-learn cannot tell the target type of an object array holding numbers or booleans
+    ("unknown is not supported"); `like` (the model's classes) gives the dtype to cast to.
+    """
+    array = np.asarray(values)
+    if array.dtype == object:
+        array = pd.Series(array).infer_objects().to_numpy()
+    if array.dtype == object and like is not None and like.dtype != object:
+        array = array.astype(like.dtype)
+    return array
+
+
+def predicted_labels(classes: Any, proba: np.ndarray) -> np.ndarray:
+    """The most probable class of each row, typed like the classes."""
+    return label_array(classes)[proba.argmax(axis=1)]
+
+
 def predict(task_type: TaskType, model: Any, X: pd.DataFrame) -> np.ndarray:
     """Class probabilities for classifiers, values for regressors: one pass over the rows."""
     return model.predict(X) if task_type == "regression" else model.predict_proba(X)
@@ -43,17 +62,18 @@ def metrics_from_predictions(
         }
     assert classes is not None
     proba = output
-    predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-    truth = np.asarray(y, dtype=object)
+    labels = label_array(classes)
+    predicted = predicted_labels(labels, proba)
+    truth = label_array(y, like=labels)
     result = {
         "accuracy": float(skm.accuracy_score(truth, predicted)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(truth, predicted)),
         "f1_macro": float(skm.f1_score(truth, predicted, average="macro")),
-        "log_loss": float(skm.log_loss(truth, proba, labels=classes)),
+        "log_loss": float(skm.log_loss(truth, proba, labels=labels)),
     }
     present = set(pd.unique(truth))
     if task_type == "binary":
-        positive = classes[1]
+        positive = labels[1]
         binary_truth = truth == positive
         result |= {
             "f1": float(skm.f1_score(binary_truth, predicted == positive)),
@@ -63,8 +83,8 @@ def metrics_from_predictions(
         if len(present) == 2:
             result["roc_auc"] = float(skm.roc_auc_score(binary_truth, proba[:, 1]))
             result["average_precision"] = float(skm.average_precision_score(binary_truth, proba[:, 1]))
-    elif present == set(classes):
-        result["roc_auc"] = float(skm.roc_auc_score(truth, proba, multi_class="ovr", labels=classes))
+    elif present == set(labels):
+        result["roc_auc"] = float(skm.roc_auc_score(truth, proba, multi_class="ovr", labels=labels))
     return result
 
 
@@ -75,7 +95,7 @@ def prediction_frame(task_type: TaskType, model: Any, X: pd.DataFrame) -> pd.Dat
         return pd.DataFrame({"prediction": output}, index=X.index)
     classes = list(model.classes_)
     frame = pd.DataFrame(output, columns=[f"proba_{c}" for c in classes], index=X.index)
-    frame.insert(0, "prediction", np.asarray(classes, dtype=object)[output.argmax(axis=1)])
+    frame.insert(0, "prediction", predicted_labels(model.classes_, output))
     return frame
 
 
@@ -122,20 +142,21 @@ def evaluation_plots(
             plots["residuals.png"] = _png(figure)
             return plots
         assert classes is not None
-        predicted = np.asarray(classes, dtype=object)[output.argmax(axis=1)]
+        labels = label_array(classes)
+        truth = label_array(y, like=labels)
         figure, axis = plt.subplots(figsize=(5, 4))
         ConfusionMatrixDisplay.from_predictions(
-            np.asarray(y, dtype=object), predicted, labels=classes, ax=axis, colorbar=False
+            truth, predicted_labels(labels, output), labels=labels, ax=axis, colorbar=False
         )
         axis.set_title("Confusion matrix on the holdout")
         plots["confusion_matrix.png"] = _png(figure)
         if task_type == "binary" and y.nunique() == 2:
-            truth = np.asarray(y) == classes[1]
+            positive = truth == labels[1]
             figure, axis = plt.subplots(figsize=(5, 4))
-            RocCurveDisplay.from_predictions(truth, output[:, 1], ax=axis)
+            RocCurveDisplay.from_predictions(positive, output[:, 1], ax=axis)
             plots["roc_curve.png"] = _png(figure)
             figure, axis = plt.subplots(figsize=(5, 4))
-            PrecisionRecallDisplay.from_predictions(truth, output[:, 1], ax=axis)
+            PrecisionRecallDisplay.from_predictions(positive, output[:, 1], ax=axis)
             plots["precision_recall.png"] = _png(figure)
         return plots
     finally:

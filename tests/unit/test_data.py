@@ -219,3 +219,22 @@ def test_display_path_is_relative_inside_the_working_directory(tmp_path: Path, m
     assert display_path(str(tmp_path / "data" / "x.csv")) == str(Path("data") / "x.csv")
     assert display_path("/elsewhere/x.csv") == "/elsewhere/x.csv"
     assert display_path("s3://bucket/x.csv") == "s3://bucket/x.csv"
+
+
+def test_a_class_with_one_row_that_lands_in_the_holdout_is_refused_by_name() -> None:
+    from tasks.data import split_frame
+
+    frame = pd.DataFrame({"x": range(60), "y": ["a", "b"] * 29 + ["c", "d"]})
+    refused = 0
+    for seed in range(10):  # which split lands the single rows in the holdout depends on the seed
+        data = {"path": "x.csv", "target": "y", "split": {"seed": seed}}
+        seeded = parse_spec({"name": "t", "task": "multiclass", "data": data})
+        try:
+            split = split_frame(seeded, frame)
+        except DataError as error:
+            refused += 1
+            assert "\n" not in str(error) and "target 'y'" in str(error)
+            assert re.search(r"'[cd]' \(1 row\)", str(error))
+        else:
+            assert set(split.y_test) <= set(split.y_train)
+    assert refused > 0

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.evaluation import evaluate, metrics_from_predictions
+from tasks.evaluation import evaluate, metrics_from_predictions, prediction_frame
 
 
 def test_binary_metrics_by_hand() -> None:
@@ -34,3 +34,49 @@ def test_evaluate_gives_plots_and_importance_for_the_signal_feature() -> None:
     assert all(content.startswith(b"\x89PNG") for content in result.plots.values())
     assert list(result.importance)[0] == "signal"
     assert result.importance["signal"] > result.importance["noise"]
+
+
+def _coded(kind: str, positive: np.ndarray) -> pd.Series:
+    """One binary truth, coded the ways CSV files code it."""
+    codes = {
+        "int01": (1, 0),
+        "int12": (2, 1),
+        "bool": (True, False),
+        "float": (1.0, 0.0),
+        "text": ("yes", "no"),
+    }[kind]
+    return pd.Series(np.where(positive, codes[0], codes[1]))
+
+
+@pytest.mark.parametrize("kind", ["int01", "int12", "bool", "float", "text"])
+def test_binary_target_coded_any_way_gets_metrics_and_plots(kind: str) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"signal": rng.normal(size=200)})
+    y = _coded(kind, (X["signal"] + rng.normal(scale=0.5, size=200) > 0).to_numpy())
+    model = LogisticRegression().fit(X, y)
+    result = evaluate("binary", model, X, y)
+    # The same figures as for the text-coded labels: coding must not change the score.
+    text = _coded("text", (y == y.max()).to_numpy())
+    reference = metrics_from_predictions("binary", ["no", "yes"], text, model.predict_proba(X))
+    assert result.metrics == pytest.approx(reference)
+    assert set(result.plots) == {"confusion_matrix.png", "roc_curve.png", "precision_recall.png"}
+    predictions = prediction_frame("binary", model, X)
+    assert set(predictions["prediction"]) == set(y)
+    assert predictions["prediction"].dtype == y.dtype
+
+
+@pytest.mark.parametrize("codes", [[0, 1, 2], [1.0, 2.0, 3.0], ["a", "b", "c"]])
+def test_multiclass_target_coded_any_way_gets_metrics_and_plots(codes: list) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({"signal": rng.normal(size=300)})
+    bucket = np.digitize(X["signal"] + rng.normal(scale=0.3, size=300), [-0.5, 0.5])
+    y = pd.Series(np.asarray(codes, dtype=object if isinstance(codes[0], str) else None)[bucket])
+    model = LogisticRegression().fit(X, y)
+    result = evaluate("multiclass", model, X, y)
+    assert 0.5 < result.metrics["accuracy"] <= 1
+    assert 0.5 < result.metrics["roc_auc"] <= 1
+    assert set(result.plots) == {"confusion_matrix.png"}
