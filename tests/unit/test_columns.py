@@ -25,24 +25,49 @@ def test_infer_task(values, expected) -> None:
     assert infer_task(pd.Series(values)) == expected
 
 
-def test_infer_columns_by_dtype() -> None:
-    frame = pd.DataFrame(
-        {
-            "age": [1, 2, 3],
-            "height": [1.5, None, 2.0],
-            "smoker": [True, False, True],
-            "city": ["a", "b", None],
-            "grade": pd.Categorical(["x", "y", "x"]),
-            "seen": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
-        }
-    )
-    roles = infer_columns(frame)
-    assert roles.numeric == ("age", "height", "smoker")
-    assert roles.categorical == ("city", "grade")
-
-
 def _spec(**extra):
     return parse_spec({"name": "t", "data": {"path": "x.csv", "target": "y"}, **extra}).for_task("binary")
+
+
+def _preprocessed(spec, frame: pd.DataFrame) -> pd.DataFrame:
+    """What the fitted pipeline's preprocessing hands the estimator, as a frame with its names."""
+    model, _ = fit_pipeline(spec, frame, pd.Series([0, 1] * (len(frame) // 2)))
+    preprocess = model.named_steps["preprocess"]
+    return pd.DataFrame(preprocess.transform(frame), columns=preprocess.get_feature_names_out())
+
+
+def test_numbers_and_booleans_pass_through_text_is_one_hot_and_dates_are_left_out() -> None:
+    frame = pd.DataFrame(
+        {
+            "age": [1, 2, 3, 4],
+            "height": [1.5, None, 2.0, 3.0],
+            "smoker": [True, False, True, True],
+            "city": ["a", "b", None, "a"],
+            "grade": pd.Categorical(["x", "y", "x", "x"]),
+            "seen": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]),
+        }
+    )
+    seen_by_model = _preprocessed(_spec(), frame)  # the default estimator is a tree: no scaling
+    assert list(seen_by_model.columns) == [
+        "age",
+        "height",
+        "smoker",
+        "city___missing__",
+        "city_a",
+        "city_b",
+        "grade_x",
+        "grade_y",
+    ]
+    assert seen_by_model["age"].tolist() == [1, 2, 3, 4]
+    assert seen_by_model["height"].tolist() == [1.5, 2.0, 2.0, 3.0]  # the gap gets the median
+    assert seen_by_model["smoker"].tolist() == [1, 0, 1, 1]
+    assert seen_by_model[["city___missing__", "city_a", "city_b"]].values.tolist() == [
+        [0, 1, 0],
+        [0, 0, 1],
+        [1, 0, 0],  # a missing value is a category of its own
+        [0, 1, 0],
+    ]
+    assert seen_by_model[["grade_x", "grade_y"]].values.tolist() == [[1, 0], [0, 1], [1, 0], [1, 0]]
 
 
 def test_high_cardinality_text_does_not_explode() -> None:
@@ -50,19 +75,23 @@ def test_high_cardinality_text_does_not_explode() -> None:
     frame = pd.DataFrame({"id_like": [f"user-{i}" for i in range(2000)], "x": rng.normal(size=2000)})
     y = pd.Series(rng.integers(0, 2, 2000))
     model, _ = fit_pipeline(_spec(), frame, y)
-    width = model.named_steps["preprocess"].transform(frame.head(5)).shape[1]
-    assert width <= 32  # 1 numeric + at most 30 categories + the infrequent bucket
-    assert model.predict(pd.DataFrame({"id_like": ["never-seen"], "x": [0.1]})).shape == (1,)
+    preprocess = model.named_steps["preprocess"]
+    # Every id is rarer than 1%: all of them, and any value never seen, share one column.
+    assert preprocess.get_feature_names_out().tolist() == ["x", "id_like_infrequent_sklearn"]
+    unseen = pd.DataFrame({"id_like": ["never-seen"], "x": [0.1]})
+    assert preprocess.transform(unseen).tolist() == [[0.1, 1.0]]
+    assert model.predict(unseen).shape == (1,)
 
 
 def test_linear_models_get_scaled_and_trees_do_not() -> None:
-    roles = infer_columns(pd.DataFrame({"x": [1.0]}))
-    linear = build_pipeline(_spec(model={"estimator": "sklearn.linear_model.LogisticRegression"}), roles)
-    tree = build_pipeline(_spec(), roles)
-    numeric_linear = linear.named_steps["preprocess"].transformers[0][1]
-    numeric_tree = tree.named_steps["preprocess"].transformers[0][1]
-    assert "scale" in numeric_linear.named_steps
-    assert "scale" not in numeric_tree.named_steps
+    frame = pd.DataFrame({"x": [10.0, 20.0, 30.0, 40.0], "colour": ["a", "b", "a", "b"]})
+    linear = _preprocessed(_spec(model={"estimator": "sklearn.linear_model.LogisticRegression"}), frame)
+    tree = _preprocessed(_spec(), frame)
+    assert linear["x"].mean() == pytest.approx(0.0)
+    assert linear["x"].std(ddof=0) == pytest.approx(1.0)
+    assert tree["x"].tolist() == [10.0, 20.0, 30.0, 40.0]
+    # One-hot columns are never scaled, for either.
+    assert linear["colour_a"].tolist() == tree["colour_a"].tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
 def test_split_is_deterministic_and_time_ordered() -> None:
