@@ -1,4 +1,4 @@
-"""`conveyor score` and `conveyor feedback`: batch predictions and late ground truth."""
+"""`conveyor score | feedback | monitor | watch`: the closed loop after training."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and MLflow's logs.")]
+from app.console import Verbose, flow_result, quiet_prefect, say
 
 
 def _shown(path: str) -> str:
@@ -24,9 +24,7 @@ def score(
     verbose: Verbose = False,
 ) -> None:
     """Score a file with the champion (or --version), streamed; every row is logged."""
-    from conveyor.cli import _flow_result, _quiet_prefect
-
-    _quiet_prefect(verbose)
+    quiet_prefect(verbose)
     from flows.scoring import scoring_flow
 
     state = scoring_flow(
@@ -37,9 +35,9 @@ def score(
         chunk_rows=chunk_rows,
         return_state=True,
     )
-    result = _flow_result(state)
+    result = flow_result(state)
     alias = f" ({result['alias']})" if result["alias"] else ""
-    typer.echo(
+    say(
         f"{result['model']} v{result['version']}{alias}: {result['rows']:,} rows scored in "
         f"{result['seconds']:.1f} s ({result['rows_per_second']:,.0f} rows/s) "
         f"-> {_shown(result['output'])}; "
@@ -53,21 +51,51 @@ def feedback(
     verbose: Verbose = False,
 ) -> None:
     """Record true outcomes by id (late, partial or repeated: the last label per id counts)."""
-    from conveyor.cli import _flow_result, _quiet_prefect
-
-    _quiet_prefect(verbose)
+    quiet_prefect(verbose)
     from flows.scoring import feedback_flow
 
-    result = _flow_result(feedback_flow(model=name, labels_path=labels, return_state=True))
+    result = flow_result(feedback_flow(model=name, labels_path=labels, return_state=True))
     skipped = f" ({result['skipped']} rows skipped: no id or no label)" if result["skipped"] else ""
-    typer.echo(
+    say(
         f"{result['model']}: {result['recorded']:,} labels recorded from "
         f"{_shown(result['labels_path'])}{skipped}; "
         f"{result['matched']:,} match logged predictions"
     )
 
 
+def monitor(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    since_hours: Annotated[
+        float | None, typer.Option("--since-hours", help="Predictions of the last N hours (default: all).")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Window for performance over time (1D, 6h, ...).")] = "1D",
+    verbose: Verbose = False,
+) -> None:
+    """Compare recent predictions with the champion's training profile; measure real performance."""
+    quiet_prefect(verbose)
+    from flows.monitoring import monitoring_flow
+
+    result = flow_result(monitoring_flow(model=name, since_hours=since_hours, window=window, return_state=True))
+    drifted = ", ".join(result["drifted_features"]) or "none"
+    say(f"{result['model']} v{result['version']}: drifted features: {drifted}")
+    if result["degraded"]:
+        d = result["degraded"]
+        say(f"performance degraded: {d['metric']} {d['value']:.4f} vs holdout {d['holdout']:.4f}")
+    say(f"events: {', '.join(result['events']) or 'none'}; report: MLflow run {result['run_id']}")
+
+
+def watch(verbose: Verbose = False) -> None:
+    """Announce new data for every spec (conveyor.data.arrived), once per data digest."""
+    quiet_prefect(verbose)
+    from flows.watch import watch_flow
+
+    for item in flow_result(watch_flow(return_state=True)):
+        say(f"{item['model']}: {item['status']}" + (f" ({item['reason']})" if "reason" in item else ""))
+
+
 def register(app: typer.Typer) -> None:
-    """Add `score` and `feedback` to the `conveyor` command."""
+    """Add `score`, `feedback`, `monitor` and `watch` to the `conveyor` command."""
     app.command()(score)
     app.command()(feedback)
+    app.command()(monitor)
+    app.command()(watch)

@@ -1,6 +1,6 @@
 """Stack benchmark: seconds from `conveyor up` to a healthy stack, and its resident memory idle.
 
-Runs the real CLI (`python -m conveyor.cli_stack up`, the commands `conveyor up` runs) in a copy
+Runs the real CLI (`python -m app.commands_stack up`, the commands `conveyor up` runs) in a copy
 of the project under benchmarks/.work/stack, on free ports, SQLite profile:
 
 - cold: `up` on an empty state folder (database migrations, `prefect deploy --all`, the per-spec
@@ -8,8 +8,8 @@ of the project under benchmarks/.work/stack, on free ports, SQLite profile:
 - warm: `up` again after `down` (stores and deployments exist: what a daily `make up` costs).
 
 Memory: with the stack idle (no flow run), the sum of VmRSS over every process tree the stack
-started (prefect server; mlflow launcher and its uvicorn worker; the Prefect worker), read from
-/proc. PSS (shared pages counted once) is reported beside it. CPU seconds each service spent
+started (prefect server; mlflow launcher and its uvicorn worker; the Prefect worker), read with
+psutil. PSS (shared pages counted once) is reported beside it. CPU seconds each service spent
 starting are reported too: on a 2-core machine the sum, not the parallelism, bounds the time.
 
 Results: benchmarks/results/stack.json, with a goals section.
@@ -18,6 +18,7 @@ Results: benchmarks/results/stack.json, with a goals section.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,16 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / ".work" / "stack"
-COPIED = ("conveyor", "flows", "tasks", "pipelines", "prefect.yaml", "pyproject.toml")
+COPIED = ("app", "conveyor", "flows", "tasks", "pipelines", "prefect.yaml", "pyproject.toml")
 GOAL_SECONDS = 20.0
 GOAL_RSS_BYTES = 1.2e9
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 sys.path.insert(0, str(REPO))
-from conveyor.stack import process_tree, rss_bytes  # noqa: E402
+from app.stack.processes import process_tree, rss_bytes  # noqa: E402
 
 
 def free_port() -> int:
@@ -62,11 +64,7 @@ def fresh_project(name: str) -> Path:
 
 
 def environment(root: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
     env.update(
         CONVEYOR_HOME=str(root),
         CONVEYOR_PREFECT_PORT=str(free_port()),
@@ -81,7 +79,7 @@ def cli(root: Path, env: dict[str, str], *args: str) -> float:
     """Run a stack command; return its wall seconds (it exits once everything is healthy)."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "conveyor.cli_stack", *args],
+        [sys.executable, "-m", "app.commands_stack", *args],
         cwd=root,
         env=env,
         capture_output=True,
@@ -99,29 +97,21 @@ def stack_state(root: Path) -> dict[str, Any]:
 
 
 def cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def pss_bytes(pids: list[int]) -> int:
+    """Proportional set size: shared pages counted once across the processes that share them."""
     total = 0
     for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except (FileNotFoundError, PermissionError):
-            continue
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_full_info().pss
     return total
 
 
 def per_service(root: Path, measure: Any) -> dict[str, float]:
-    return {
-        name: measure(process_tree(service["pid"]))
-        for name, service in stack_state(root)["services"].items()
-    }
+    return {name: measure(process_tree(service["pid"])) for name, service in stack_state(root)["services"].items()}
 
 
 def load_average() -> list[float]:
@@ -157,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 pss = per_service(root, pss_bytes)
         finally:
             subprocess.run(
-                [sys.executable, "-m", "conveyor.cli_stack", "down"],
+                [sys.executable, "-m", "app.commands_stack", "down"],
                 cwd=root,
                 env=env,
                 capture_output=True,

@@ -1,233 +1,57 @@
 """The local stack for real: `conveyor up`, a run started as the UI's Run button does, `down`.
 
-Each profile (SQLite, PostgreSQL) starts one stack in a throwaway copy of the project, on free
-ports; the tests of a profile share it and the last one stops it and looks for leftovers.
+The SQLite profile runs on the e2e session's shared stack; the PostgreSQL profile starts one of
+its own (in a throwaway copy of the project, on free ports) and drops its databases at the end.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.e2e.harness import Stack, drop_databases, new_stack, start, stop
 from tests.factories import classification_frame, write_csv, write_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-REPO = Path(__file__).resolve().parents[2]
-COPIED = ("conveyor", "flows", "tasks", "pipelines", "prefect.yaml", "pyproject.toml")
-POSTGRES_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL")
-NO_POSTGRES = "CONVEYOR_TEST_POSTGRES_URL is not set (e.g. postgresql://postgres@127.0.0.1:5432)"
 MODEL = "e2e"
 RACE_MODEL = "race"
+# Models of this module retrain only when a test asks: the watch flow's schedule on the shared
+# stack must not start a run behind a test's back.
+ON_DEMAND = {"retrain_on": []}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def copy_project(root: Path) -> Path:
-    """The project's code and specs in `root`, plus a small dataset and two specs of our own."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
+def stack_project(root: Path) -> None:
+    """This module's models: `e2e`, and `race` with five samples that compete for champion."""
     frame = classification_frame(rows=300, seed=1)
     write_csv(root, "data/e2e.csv", frame)
-    write_spec(root, MODEL, "../data/e2e.csv")
+    write_spec(root, MODEL, "../data/e2e.csv", monitoring=ON_DEMAND)
     # Five samples of one population (each leaves out a different tenth): five versions that
     # compete for champion, all within the contract drafted from whichever run goes first.
-    write_spec(root, RACE_MODEL, "../data/race-0.csv", contract={"range_tolerance": 0.5})
+    write_spec(root, RACE_MODEL, "../data/race-0.csv", contract={"range_tolerance": 0.5}, monitoring=ON_DEMAND)
     for k in range(5):
         write_csv(root, f"data/race-{k}.csv", frame.drop(index=range(30 * k, 30 * k + 30)))
-    return root
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def port_listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@dataclass
-class Stack:
-    """A stack started with the real CLI in a copy of the project."""
-
-    root: Path
-    env: dict[str, str]
-    prefect_port: int
-    mlflow_port: int
-    database_prefix: str | None = None
-    pids: set[int] = field(default_factory=set)
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}/api"
-
-    @property
-    def mlflow_url(self) -> str:
-        return f"http://127.0.0.1:{self.mlflow_port}"
-
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "conveyor.cli_stack", *args],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def state(self) -> dict[str, Any]:
-        return json.loads((self.root / ".conveyor" / "stack.json").read_text())
-
-    def remember_pids(self) -> None:
-        """Every process of the stack now, so that `down` can be checked to leave none."""
-        from conveyor.stack import process_tree
-
-        for service in self.state()["services"].values():
-            self.pids.update(process_tree(service["pid"]))
-
-    def prefect(self) -> Any:
-        from prefect.client.orchestration import SyncPrefectClient
-
-        return SyncPrefectClient(self.api_url)
-
-    def mlflow(self) -> Any:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.mlflow_url, registry_uri=self.mlflow_url)
-
-    def run_deployment(self, name: str, parameters: dict[str, Any] | None = None) -> Any:
-        """What the UI's Run button does: a flow run created from the deployment, Scheduled now."""
-        with self.prefect() as client:
-            deployment = client.read_deployment_by_name(name)
-            return client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
-
-    def wait_final(self, run_ids: list[Any], timeout: float = 900) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        with self.prefect() as client:
-            while True:
-                runs = [client.read_flow_run(run_id) for run_id in run_ids]
-                if all(run.state is not None and run.state.is_final() for run in runs):
-                    return runs
-                if time.monotonic() > deadline:
-                    pending = [f"{run.name}: {run.state_name}" for run in runs]
-                    raise AssertionError(
-                        f"runs not final after {timeout}s: {pending}\n{self.tail()}"
-                    )
-                time.sleep(2)
-
-    def tail(self, lines: int = 40) -> str:
-        worker_log = self.root / ".conveyor" / "logs" / "worker.log"
-        text = worker_log.read_text(errors="replace") if worker_log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def logs(self) -> str:
-        folder = self.root / ".conveyor" / "logs"
-        return "\n".join(path.read_text(errors="replace") for path in sorted(folder.glob("*.log")))
-
-
-def start_stack(root: Path, postgres_url: str | None = None) -> Stack:
-    copy_project(root)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))
-    }
-    stack = Stack(root=root, env=env, prefect_port=free_port(), mlflow_port=free_port())
-    env.update(
-        CONVEYOR_HOME=str(root),
-        CONVEYOR_PREFECT_PORT=str(stack.prefect_port),
-        CONVEYOR_MLFLOW_PORT=str(stack.mlflow_port),
-        PREFECT_HOME=str(root / ".conveyor" / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        GX_ANALYTICS_ENABLED="false",
-        OMP_NUM_THREADS="1",
-    )
-    if postgres_url:
-        stack.database_prefix = f"conveyor_test_{uuid.uuid4().hex[:10]}"
-        env.update(
-            CONVEYOR_DATABASE_URL=postgres_url, CONVEYOR_DATABASE_PREFIX=stack.database_prefix
-        )
-    result = stack.cli("up")
-    if result.returncode != 0:
-        stack.cli("down")
-        raise AssertionError(
-            f"conveyor up failed ({result.returncode}): {result.stderr}\n{stack.logs()[-3000:]}"
-        )
-    assert f"Prefect UI: http://127.0.0.1:{stack.prefect_port}" in result.stdout
-    assert f"MLflow UI:  http://127.0.0.1:{stack.mlflow_port}" in result.stdout
-    stack.remember_pids()
-    return stack
-
-
-def stop_stack(stack: Stack) -> None:
-    """`conveyor down`, then check that no process of the stack and none of its ports is left."""
-    if (stack.root / ".conveyor" / "stack.json").exists():
-        stack.remember_pids()
-    result = stack.cli("down")
-    assert result.returncode == 0, result.stderr
-    left = sorted(pid for pid in stack.pids if alive(pid))
-    assert not left, f"processes left after down: {left}"
-    assert not port_listening(stack.prefect_port)
-    assert not port_listening(stack.mlflow_port)
-    assert not (stack.root / ".conveyor" / "stack.json").exists()
-
-
-def drop_test_databases(stack: Stack) -> None:
-    if POSTGRES_URL and stack.database_prefix:
-        from conveyor.stack import drop_databases
-
-        drop_databases(
-            POSTGRES_URL, [f"{stack.database_prefix}_prefect", f"{stack.database_prefix}_mlflow"]
-        )
 
 
 @pytest.fixture(
     scope="module",
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[pytest.mark.postgres, pytest.mark.skipif(not POSTGRES_URL, reason=NO_POSTGRES)],
-        ),
-    ],
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp(f"stack-{request.param}")
-    started = start_stack(root, POSTGRES_URL if request.param == "postgresql" else None)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if request.param == "sqlite":
+        shared: Stack = request.getfixturevalue("session_stack")
+        yield shared if shared.running else start(shared)
+        return
+    own = new_stack(tmp_path_factory.mktemp("stack-postgresql") / "project", request.getfixturevalue("postgres_url"))
+    stack_project(own.root)
     try:
-        yield started
+        yield start(own)
     finally:
-        started.cli("down")  # a no-op when the last test already stopped it
-        drop_test_databases(started)
+        own.cli("down")  # a no-op when the last test already stopped it
+        drop_databases(own)
 
 
 def test_up_again_says_so_and_status_shows_every_service_healthy(stack: Stack) -> None:
@@ -266,7 +90,7 @@ def test_the_profile_uses_its_own_stores(stack: Stack) -> None:
 
         assert stack.state()["profile"] == "postgresql"
         assert not prefect_db.exists() and not mlflow_db.exists()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
             names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
         assert {f"{stack.database_prefix}_prefect", f"{stack.database_prefix}_mlflow"} <= names
 
@@ -281,13 +105,11 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
         DeploymentFilterTags,
     )
 
-    from conveyor.stack import StackConfig, deployments_current
+    from app.stack.config import StackConfig
+    from app.stack.deploy_stamp import deployments_current
 
     specs = sorted(path.stem for path in (stack.root / "pipelines").glob("*.yaml"))
-    listed = {
-        item["name"]
-        for item in yaml.safe_load((stack.root / "prefect.yaml").read_text())["deployments"]
-    }
+    listed = {item["name"] for item in yaml.safe_load((stack.root / "prefect.yaml").read_text())["deployments"]}
     with stack.prefect() as client:
         deployed = client.read_deployments(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=sorted(listed)))
@@ -300,18 +122,14 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
         generated = {
             d.name: d
             for d in client.read_deployments(
-                deployment_filter=DeploymentFilter(
-                    tags=DeploymentFilterTags(all_=["conveyor:spec"])
-                )
+                deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["conveyor:spec"]))
             )
         }
     assert sorted(generated) == [f"train-{name}" for name in specs]
     ours = generated[f"train-{MODEL}"]
     assert ours.parameters == {"spec": MODEL}
     assert ours.parameter_openapi_schema["properties"]["spec"]["enum"] == [MODEL]
-    assert [(s.schedule.cron, s.schedule.timezone) for s in ours.schedules] == [
-        ("0 2 * * *", "UTC")
-    ]
+    assert [(s.schedule.cron, s.schedule.timezone) for s in ours.schedules] == [("0 2 * * *", "UTC")]
     assert ours.global_concurrency_limit is not None and ours.global_concurrency_limit.limit == 1
     assert f"model:{MODEL}" in ours.tags
 
@@ -333,9 +151,7 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
     assert "unchanged" in added.stdout and "updated" not in added.stdout
     with stack.prefect() as client:
         newcomer = client.read_deployment_by_name("training/train-newcomer")
-        assert [(s.schedule.cron, s.schedule.timezone) for s in newcomer.schedules] == [
-            ("15 4 * * 1", "Europe/Paris")
-        ]
+        assert [(s.schedule.cron, s.schedule.timezone) for s in newcomer.schedules] == [("15 4 * * 1", "Europe/Paris")]
 
     # A broken spec is reported and removes nothing; deleting the spec removes its deployment.
     (stack.root / "pipelines" / "newcomer.yaml").write_text("name: newcomer\ndata: {path: x.csv}\n")
@@ -380,9 +196,7 @@ def test_a_run_from_the_training_deployment_promotes_a_champion_in_the_mlflow_se
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with stack.prefect() as prefect:
-        artifacts = prefect.read_artifacts(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[final.id]))
-        )
+        artifacts = prefect.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[final.id])))
     assert any(a.type == "markdown" and "promoted" in (a.data or "") for a in artifacts)
 
 
@@ -390,9 +204,7 @@ def test_five_runs_of_one_model_at_once_queue_one_at_a_time(stack: Stack) -> Non
     if stack.database_prefix is None:
         pytest.skip("concurrent runs are the PostgreSQL profile's job (SQLite locks under them)")
     runs = [
-        stack.run_deployment(
-            f"training/train-{RACE_MODEL}", {"data_path": str(stack.root / f"data/race-{seed}.csv")}
-        )
+        stack.run_deployment(f"training/train-{RACE_MODEL}", {"data_path": str(stack.root / f"data/race-{seed}.csv")})
         for seed in range(5)
     ]
     finals = stack.wait_final([run.id for run in runs], timeout=1500)
@@ -409,10 +221,7 @@ def test_five_runs_of_one_model_at_once_queue_one_at_a_time(stack: Stack) -> Non
         waited = [
             run.id
             for run in finals
-            if any(
-                state.name == "AwaitingConcurrencySlot"
-                for state in client.read_flow_run_states(run.id)
-            )
+            if any(state.name == "AwaitingConcurrencySlot" for state in client.read_flow_run_states(run.id))
         ]
     assert len(waited) >= 1
 
@@ -420,18 +229,14 @@ def test_five_runs_of_one_model_at_once_queue_one_at_a_time(stack: Stack) -> Non
     versions = client.search_model_versions(f"name='{RACE_MODEL}'")
     assert len(versions) == 5
     champion = client.get_model_version_by_alias(RACE_MODEL, "champion")
-    holding = [
-        v.version
-        for v in versions
-        if "champion" in client.get_model_version(RACE_MODEL, v.version).aliases
-    ]
+    holding = [v.version for v in versions if "champion" in client.get_model_version(RACE_MODEL, v.version).aliases]
     assert holding == [champion.version]
     assert champion.tags["conveyor.decision"] == "promoted"
     assert "database is locked" not in stack.logs()
 
 
 def test_down_stops_every_process_it_started_and_frees_the_ports(stack: Stack) -> None:
-    stop_stack(stack)
+    stop(stack)
     again = stack.cli("down")
     assert again.returncode == 0 and "not running" in again.stdout
     status = stack.cli("status")
@@ -439,26 +244,14 @@ def test_down_stops_every_process_it_started_and_frees_the_ports(stack: Stack) -
 
 
 def test_up_refuses_a_busy_port_and_starts_nothing(tmp_path: Path) -> None:
-    root = copy_project(tmp_path / "project")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))
-    }
+    stack = new_stack(tmp_path / "project")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env.update(
-            CONVEYOR_HOME=str(root),
-            CONVEYOR_PREFECT_PORT=str(port),
-            CONVEYOR_MLFLOW_PORT=str(free_port()),
-        )
-        result = subprocess.run(
-            [sys.executable, "-m", "conveyor.cli_stack", "up"],
-            cwd=root, env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        stack.env["CONVEYOR_PREFECT_PORT"] = str(port)
+        result = stack.cli("up", timeout=120)
     assert result.returncode == 5
     assert f"port 127.0.0.1:{port} is in use" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (root / ".conveyor" / "stack.json").exists()
+    assert not stack.running

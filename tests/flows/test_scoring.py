@@ -138,7 +138,7 @@ def test_late_labels_join_the_logged_predictions(project: Path) -> None:
 
 
 def test_cli_scores_and_refuses_with_one_line(project: Path) -> None:
-    from conveyor.cli import app
+    from app.cli import app
 
     runner = CliRunner()
     source = new_rows(project, rows=25)

@@ -1,0 +1,90 @@
+"""`conveyor train | show | contract init`: a model's training, its versions, its data contract."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from app.console import Verbose, exit_code_of, quiet_prefect, report_error, run_or_exit, say
+from conveyor.errors import ConveyorError
+
+
+def train(
+    specs: Annotated[list[str], typer.Argument(help="Spec files or model names under pipelines/.")],
+    data: Annotated[str | None, typer.Option(help="Train on this file or glob instead of data.path.")] = None,
+    no_promote: Annotated[bool, typer.Option("--no-promote", help="Register, never move champion.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Validate, train, evaluate, register and (when it earns it) promote each spec's model."""
+    quiet_prefect(verbose)
+    from flows.training import training_flow
+
+    worst = 0
+    for spec in specs:
+        state = training_flow(spec=spec, data_path=data, allow_promotion=not no_promote, return_state=True)
+        try:
+            result: dict[str, Any] = state.result()
+        except BaseException as exc:  # the flow's own exception, re-raised from its final state
+            if not isinstance(exc, ConveyorError):
+                raise
+            report_error(exc)
+            worst = max(worst, exit_code_of(exc))
+            continue
+        champion = result["champion"] or "none"
+        value = result["value"]
+        shown = "n/a" if value is None else f"{value:.4f}"
+        say(
+            f"{result['model']} v{result['version']}: {result['outcome']} "
+            f"({result['metric']} {shown}; champion v{champion}). {result['reason']}"
+        )
+    raise typer.Exit(worst)
+
+
+def show(name: Annotated[str, typer.Argument(help="The model's name (its spec's name).")]) -> None:
+    """Print the champion and every version with its decision."""
+    from conveyor import registry
+
+    def body() -> None:
+        versions = registry.list_versions(name)
+        if not versions:
+            raise ConveyorError(f"no registered model named {name!r} in {registry.client().tracking_uri}")
+        champion = registry.alias_version(name, registry.CHAMPION)
+        say(f"{name}: champion v{champion.version if champion else 'none'}")
+        aliases: dict[str, list[str]] = {}
+        for alias in (registry.CHAMPION, registry.CHALLENGER):
+            found = registry.alias_version(name, alias)
+            if found is not None:
+                aliases.setdefault(str(found.version), []).append(alias)
+        say(f"{'version':>7}  {'decision':<9} {'aliases':<19} {'data':<12} reason")
+        for version in versions:
+            tags = version.tags
+            say(
+                f"{version.version:>7}  {tags.get('conveyor.decision', '-'):<9} "
+                f"{','.join(aliases.get(str(version.version), [])) or '-':<19} "
+                f"{tags.get('conveyor.data_digest', '')[:10]:<12} {tags.get('conveyor.decision_reason', '')}"
+            )
+
+    run_or_exit(body)
+
+
+contract_app = typer.Typer(no_args_is_help=True, help="Draft and check data contracts.")
+
+
+@contract_app.command("init")
+def contract_init(
+    spec: Annotated[str, typer.Argument(help="Spec file or model name under pipelines/.")],
+    force: Annotated[bool, typer.Option("--force", help="Draft again over an existing contract.")] = False,
+) -> None:
+    """Draft pipelines/<name>.expectations.json from the spec's current data, for review."""
+    from tasks.contracts import init_contract
+
+    path = run_or_exit(lambda: init_contract(spec, force=force))
+    say(f"drafted {path}: review it, commit it, and edit it to change the contract")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train`, `show` and `contract` to the `conveyor` command."""
+    app.command()(train)
+    app.command()(show)
+    app.add_typer(contract_app, name="contract")

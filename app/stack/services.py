@@ -1,0 +1,97 @@
+"""What each service of the stack runs: its command line and its environment.
+
+No secret goes on a command line (anyone on the machine can read those): database URLs reach the
+servers through their environment, and a one-shot command that takes a URL argument gets it
+without the password, which it reads from PGPASSWORD.
+"""
+
+from __future__ import annotations
+
+import os
+
+from app.stack.config import HOST, POOL, WORKER_NAME, StackConfig, without_password
+from app.stack.processes import bin_path
+
+
+def base_env(config: StackConfig) -> dict[str, str]:
+    """The parent's environment minus pointers at other servers, plus the stack's own settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # inherited pointers at some other server would leak into the stack's processes
+        if not key.startswith(("PREFECT_", "MLFLOW_"))
+    }
+    env.update(
+        CONVEYOR_HOME=str(config.root),
+        PREFECT_HOME=str(config.prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PREFECT_API_URL=config.prefect_api_url,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def prefect_server_env(config: StackConfig) -> dict[str, str]:
+    env = base_env(config)
+    env.update(
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=config.prefect_database_url(),
+        PREFECT_UI_API_URL=config.prefect_api_url,
+        # A queued run (deployment concurrency limit) retries for its slot every 5 s, not 30 s.
+        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5",
+    )
+    return env
+
+
+def mlflow_env(config: StackConfig) -> dict[str, str]:
+    env = base_env(config)
+    env.update(
+        MLFLOW_BACKEND_STORE_URI=config.mlflow_backend_uri(),  # `mlflow server --backend-store-uri`
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    )
+    if password := config.database_password:
+        env["PGPASSWORD"] = password
+    return env
+
+
+def worker_env(config: StackConfig) -> dict[str, str]:
+    """The worker's environment, inherited by every flow run it starts."""
+    env = base_env(config)
+    env.update(PREFECT_WORKER_QUERY_SECONDS="2", MLFLOW_TRACKING_URI=config.mlflow_url)
+    return env
+
+
+def deploy_env(config: StackConfig, api_url: str | None = None) -> dict[str, str]:
+    env = base_env(config)
+    env["PREFECT_API_URL"] = api_url or config.prefect_api_url
+    return env
+
+
+def commands(config: StackConfig) -> dict[str, list[str]]:
+    """The long-running services' command lines."""
+    artifacts = str(config.artifacts_dir)
+    return {
+        "prefect-server": [
+            bin_path("prefect"), "server", "start", "--host", HOST,
+            "--port", str(config.prefect_port), "--analytics-off",
+        ],
+        "mlflow-server": [
+            bin_path("mlflow"), "server", "--host", HOST, "--port", str(config.mlflow_port), "--workers", "1",
+            # Runs logged embedded (sqlite, local folder) and through the server land in the
+            # same folder: new experiments get this local root, proxied ones the same files.
+            "--default-artifact-root", artifacts, "--artifacts-destination", artifacts,
+        ],
+        "worker": [
+            bin_path("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
+            "--name", WORKER_NAME, "--no-create-pool-if-not-found",
+        ],
+    }  # fmt: skip
+
+
+def mlflow_upgrade_command(config: StackConfig) -> list[str]:
+    """`mlflow db upgrade <uri>`: the URI without its password (mlflow_env sets PGPASSWORD)."""
+    return [bin_path("mlflow"), "db", "upgrade", without_password(config.mlflow_backend_uri())]
+
+
+def prefect_deploy_command() -> list[str]:
+    return [bin_path("prefect"), "--no-prompt", "deploy", "--all"]

@@ -1,0 +1,58 @@
+"""What `conveyor up` started, kept in `.conveyor/stack.json` so that `down` stops exactly that."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from app.stack.config import StackConfig, StackError
+
+
+@dataclass
+class Service:
+    """One process tree the stack started: its pid and creation time (pids get reused)."""
+
+    name: str
+    pid: int
+    create_time: float
+    log: str
+    cmd: list[str]
+    port: int | None = None
+    url: str | None = None
+
+
+@dataclass
+class StackState:
+    """What `.conveyor/stack.json` holds: no secrets (database URLs are stored without password)."""
+
+    root: str
+    profile: str
+    prefect_ui_url: str
+    prefect_api_url: str
+    mlflow_url: str
+    started_at: float
+    services: dict[str, Service] = field(default_factory=dict)
+    ready: bool = False
+    databases: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds from start to each ready
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> StackState | None:
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            services = {name: Service(**svc) for name, svc in raw.pop("services").items()}
+            return cls(**raw, services=services)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StackError(f"{path}: unreadable stack state ({exc}); remove it by hand") from None
+
+
+def read_state(config: StackConfig) -> StackState | None:
+    return StackState.load(config.stack_file)
