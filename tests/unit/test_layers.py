@@ -56,9 +56,7 @@ def test_no_module_imports_a_layer_above_its_own(layer: str) -> None:
     assert files, f"no modules found under {layer}/"
     offenders = [line for path in files for line in upward_imports(path)]
     above = ", ".join(LAYERS[RANK[layer] + 1 :]) or "nothing"
-    assert not offenders, f"{layer}/ may import only itself and layers below it (not {above}):\n" + "\n".join(
-        offenders
-    )
+    assert not offenders, f"{layer}/ may import only itself and layers below it (not {above}):\n" + "\n".join(offenders)
 
 
 def test_the_checker_sees_lazy_relative_and_type_checking_imports(tmp_path: Path) -> None:
