@@ -72,7 +72,9 @@ def run_prefect_deploy(config: StackConfig, api_url: str) -> None:
         )
 
 
-def schema_with_choice(schema: dict[str, Any], name: str, choices: list[str], description: str) -> dict[str, Any]:
+def schema_with_choice(
+    schema: dict[str, Any] | None, name: str, choices: list[str], description: str
+) -> dict[str, Any]:
     """A copy of a flow's parameter schema where parameter `name` is a choice of `choices`."""
     schema = json.loads(json.dumps(schema or {}))
     prop = schema.get("properties", {}).get(name)
@@ -82,7 +84,7 @@ def schema_with_choice(schema: dict[str, Any], name: str, choices: list[str], de
     return schema
 
 
-def training_form(schema: dict[str, Any], specs: list[str]) -> dict[str, Any]:
+def training_form(schema: dict[str, Any] | None, specs: list[str]) -> dict[str, Any]:
     """The training form: `spec` a choice of the current specs, `trigger` marked as the automations' field."""
     schema = schema_with_choice(schema, "spec", specs, "The pipeline spec (pipelines/<name>.yaml) to train.")
     trigger = schema.get("properties", {}).get("trigger")
@@ -92,7 +94,7 @@ def training_form(schema: dict[str, Any], specs: list[str]) -> dict[str, Any]:
     return schema
 
 
-def model_form(schema: dict[str, Any], specs: list[str]) -> dict[str, Any]:
+def model_form(schema: dict[str, Any] | None, specs: list[str]) -> dict[str, Any]:
     return schema_with_choice(schema, "model", specs, "The model (its spec, pipelines/<name>.yaml).")
 
 
