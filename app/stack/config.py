@@ -149,9 +149,11 @@ def pg_url(raw: str) -> URL:
 
 def without_password(uri: str) -> str:
     """The database URI with no password in it (libpq then reads PGPASSWORD from the environment)."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
-    return make_url(uri).set(password=None).render_as_string(hide_password=False)
+    url = make_url(uri)  # URL.set(password=None) would keep it: None means "unchanged" there
+    bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+    return bare.render_as_string(hide_password=False)
 
 
 def pg_conninfo(raw: str, database: str | None = None) -> str:
