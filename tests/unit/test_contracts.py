@@ -20,9 +20,6 @@ from tasks.contracts import (
     IN_SET,
     NOT_NULL,
     ROW_COUNT,
-    _fast_duplicates,
-    _gx_validator,
-    _run_gx,
     apply_overrides,
     check,
     draft_contract,
@@ -35,6 +32,7 @@ from tasks.contracts import (
     validate_dataset,
     validate_frame,
 )
+from tasks.contracts.gx_runner import fast_duplicates, gx_validator, run_gx
 from tasks.data import load_dataset
 from tests.corpus import CASES, MODEL, good_frame, spec_document, write_spec_file
 
@@ -48,11 +46,7 @@ def make_spec(folder: Path, name: str = MODEL, data: str = "data/train.csv", **s
 
 
 def find(suite: dict, kind: str, column: str | None = None) -> list[dict]:
-    return [
-        e
-        for e in suite["expectations"]
-        if e["type"] == kind and e["kwargs"].get("column") == column
-    ]
+    return [e for e in suite["expectations"] if e["type"] == kind and e["kwargs"].get("column") == column]
 
 
 @pytest.fixture
@@ -138,9 +132,7 @@ def test_draft_tolerances_and_special_columns(tmp_path: Path) -> None:
     (city,) = find(suite, IN_SET, "city")
     assert city["meta"]["on_violation"] == "warn" and city["severity"] == "warning"
     assert find(suite, IN_SET, "label")[0]["meta"]["on_violation"] == "fail"  # classes stay strict
-    assert [
-        e["type"] for e in suite["expectations"] if e["kwargs"].get("column") == "ignored"
-    ] == []
+    assert [e["type"] for e in suite["expectations"] if e["kwargs"].get("column") == "ignored"] == []
     assert "ignored" in find(suite, COLUMN_SET)[0]["kwargs"]["column_set"]
     assert find(suite, ROW_COUNT)[0]["kwargs"]["min_value"] == 7
     assert not find(suite, DUPLICATES)
@@ -148,9 +140,7 @@ def test_draft_tolerances_and_special_columns(tmp_path: Path) -> None:
 
 def test_regression_target_gets_a_range_not_classes(tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": np.arange(100.0), "y": np.linspace(10, 20, 100)})
-    suite = draft_contract(
-        parse_spec({"name": "r", "data": {"path": "d.csv", "target": "y"}}), frame
-    )
+    suite = draft_contract(parse_spec({"name": "r", "data": {"path": "d.csv", "target": "y"}}), frame)
     assert not find(suite, IN_SET, "y")
     assert find(suite, BETWEEN, "y")[0]["kwargs"] == {
         "column": "y",
@@ -183,9 +173,7 @@ def test_type_checks_accept_what_they_were_drafted_from(values: pd.Series) -> No
     suite = draft_contract(spec, frame)
     report = validate_frame(frame, suite, spec, "d.csv")
     assert report.success, report.message()
-    assert any(
-        e["kwargs"].get("column") == "v" and "type" in e["type"] for e in suite["expectations"]
-    )
+    assert any(e["kwargs"].get("column") == "v" and "type" in e["type"] for e in suite["expectations"])
 
 
 def test_overrides_replace_by_type_and_column_or_add(tmp_path: Path) -> None:
@@ -237,9 +225,7 @@ def test_serving_contract_drops_the_target_and_the_row_floor(suite: dict, spec) 
     assert validate_frame(batch, serving, spec, "batch.csv").success
     refused = validate_frame(good_frame(rows=3, seed=5), serving, spec, "batch.csv")
     assert "unexpected column 'label'" in refused.message()  # strict about extra columns too
-    assert (
-        "label" in find(suite, COLUMN_SET)[0]["kwargs"]["column_set"]
-    )  # the original is untouched
+    assert "label" in find(suite, COLUMN_SET)[0]["kwargs"]["column_set"]  # the original is untouched
 
 
 # --- storage ------------------------------------------------------------------------------
@@ -263,9 +249,7 @@ def test_save_and_load_round_trip(tmp_path: Path, suite: dict) -> None:
         ),
     ],
 )
-def test_a_broken_contract_file_is_a_spec_error_naming_it(
-    tmp_path: Path, content: str, problem: str
-) -> None:
+def test_a_broken_contract_file_is_a_spec_error_naming_it(tmp_path: Path, content: str, problem: str) -> None:
     path = tmp_path / "m.expectations.json"
     path.write_text(content)
     with pytest.raises(SpecError, match=rf"m.expectations.json: {problem}"):
@@ -307,9 +291,7 @@ def test_bad_data_is_refused_with_file_column_and_problem(case, tmp_path: Path) 
     assert "\n" not in message
     assert case.file in message
     if case.column:
-        assert f"column {case.column!r}" in message or f"column {case.column!r}" in message.replace(
-            "and column", ""
-        )
+        assert f"column {case.column!r}" in message or f"column {case.column!r}" in message.replace("and column", "")
     assert re.search(case.problem, message), message
     assert caught.value.report is not None
     json.dumps(caught.value.report, allow_nan=False)  # goes to MLflow as JSON
@@ -344,9 +326,7 @@ def test_a_bad_row_in_a_glob_names_the_file_it_came_from(tmp_path: Path, spec) -
     later.loc[later.index[50], "x1"] = 999.0
     later.to_csv(tmp_path / "part-2.csv", index=False)
     report = validate_dataset(spec, load_dataset(str(tmp_path / "part-*.csv")))
-    assert re.match(
-        r".*part-2.csv: column 'x1': 1 value outside \[.*\] \(e.g. 999\)$", report.message()
-    )
+    assert re.match(r".*part-2.csv: column 'x1': 1 value outside \[.*\] \(e.g. 999\)$", report.message())
     assert report.failures[0].rows == [250]
 
 
@@ -374,10 +354,8 @@ def test_duplicate_check_agrees_with_gx(spec) -> None:
         "mostly": 0.9,
         "ignore_row_if": "never",
     }
-    (result,) = _run_gx(
-        _gx_validator(frame), [{"type": DUPLICATES, "kwargs": kwargs}], "SUMMARY"
-    ).values()
-    passed, involved, repeats = _fast_duplicates(frame, kwargs)
+    (result,) = run_gx(gx_validator(frame), [{"type": DUPLICATES, "kwargs": kwargs}], "SUMMARY").values()
+    passed, involved, repeats = fast_duplicates(frame, kwargs)
     # Rows 2-6 and their copies, and rows 0-1 (equal, missing x1 included).
     assert involved == result.result["unexpected_count"] == 12
     assert passed is result.success is False
@@ -398,9 +376,7 @@ def test_report_markdown_and_message(tmp_path: Path, spec, suite: dict) -> None:
     assert data["success"] is False and data["rows"] == 400
     assert data["failures"][0]["examples"] == [500.0]  # distinct examples only
     passed = validate_frame(good_frame(), suite, spec, "train.csv")
-    assert (
-        passed.message() == f"train.csv: 400 rows pass the contract ({passed.expectations} checks)"
-    )
+    assert passed.message() == f"train.csv: 400 rows pass the contract ({passed.expectations} checks)"
     assert passed.markdown().startswith("# Data validation: passed")
 
 
@@ -414,9 +390,7 @@ def test_validation_writes_nothing_to_the_terminal(spec, suite: dict, capfd) -> 
 
 def test_init_contract_drafts_refuses_to_overwrite_and_redrafts_on_force(tmp_path: Path) -> None:
     good_frame().to_csv(_data(tmp_path), index=False)
-    spec_path = write_spec_file(
-        tmp_path / "pipelines", MODEL, spec_document(MODEL, "../data/train.csv")
-    )
+    spec_path = write_spec_file(tmp_path / "pipelines", MODEL, spec_document(MODEL, "../data/train.csv"))
     path = init_contract(str(spec_path))
     assert path == tmp_path / "pipelines" / f"{MODEL}.expectations.json"
     first = load_contract(path)
@@ -431,9 +405,7 @@ def test_init_contract_drafts_refuses_to_overwrite_and_redrafts_on_force(tmp_pat
 def test_init_contract_will_not_draft_from_data_it_would_refuse(tmp_path: Path) -> None:
     frame = good_frame().assign(copy_of_label=lambda d: d["label"])
     frame.to_csv(_data(tmp_path), index=False)
-    spec_path = write_spec_file(
-        tmp_path / "pipelines", MODEL, spec_document(MODEL, "../data/train.csv")
-    )
+    spec_path = write_spec_file(tmp_path / "pipelines", MODEL, spec_document(MODEL, "../data/train.csv"))
     with pytest.raises(DataError, match=r"train.csv: column 'copy_of_label': copies the target"):
         init_contract(str(spec_path))
     assert not (tmp_path / "pipelines" / f"{MODEL}.expectations.json").exists()
