@@ -1,4 +1,5 @@
-"""The monitoring report: one self-contained HTML page, and a markdown summary for Prefect.
+"""The monitoring report: what monitoring found (plain data models), one self-contained HTML page
+rendered with Jinja2 (autoescape on), and a markdown summary for Prefect.
 
 Charts are PNGs drawn with matplotlib's Agg canvas (no pyplot, so no global backend state) and
 inlined as base64 data URIs: the page loads nothing from anywhere.
@@ -10,15 +11,17 @@ import base64
 import io
 import math
 from collections.abc import Mapping, Sequence
+from functools import cache
 from html import escape
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
     from matplotlib.figure import Figure
-
-    from tasks.drift import DriftReport, FeatureDrift
 
 REFERENCE_COLOR = "#4c72b0"
 CURRENT_COLOR = "#dd8452"
@@ -26,6 +29,8 @@ DRIFT_COLOR = "#c44e52"
 STABLE_COLOR = "#8c8c8c"
 MAX_BARS = 30
 MAX_BINS = 15
+NO_LABELS = "No ground truth has arrived for the scored rows yet."
+TEMPLATES = Path(__file__).parent / "templates"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
@@ -42,6 +47,72 @@ th:first-child,td:first-child{text-align:left}tr.drifted td{background:#fbeaea}
 figcaption{font-size:.8rem;color:#555}.muted{color:#777}
 """
 
+ColumnKind = Literal["numeric", "categorical"]
+
+
+# --------------------------------------------------------------------------- what monitoring found
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class FeatureDrift(_Model):
+    """Drift of one column: PSI (the flag), a test (reported), a distance, and the binned shares."""
+
+    name: str
+    kind: ColumnKind
+    psi: float | None
+    test: Literal["ks", "chi_square"]
+    statistic: float | None
+    p_value: float | None
+    distance: float | None
+    distance_name: Literal["wasserstein_normed", "jensen_shannon"]
+    null_fraction_reference: float
+    null_fraction_current: float
+    new_categories: list[str] = []
+    drifted: bool
+    note: str = ""
+    bins: list[str] = []
+    reference: list[float] = []
+    current: list[float] = []
+
+
+class DomainDrift(_Model):
+    """Multivariate drift: how well a classifier tells current rows from reference rows."""
+
+    auc: float | None
+    auc_folds: list[float] = []
+    rows_reference: int = 0
+    rows_current: int = 0
+    importances: dict[str, float] = {}
+    threshold: float
+    drifted: bool
+    note: str = ""
+
+
+class DriftReport(_Model):
+    """Everything monitoring found in one batch; `model_dump_json()` is its JSON form."""
+
+    rows_reference: int
+    rows_current: int
+    psi_threshold: float
+    features: list[FeatureDrift]
+    predictions: list[FeatureDrift] = []
+    domain: DomainDrift | None = None
+    drift_share: float
+    prediction_drift: bool
+    drift_detected: bool
+
+    @property
+    def drifted_features(self) -> list[str]:
+        """Names of the drifted input features, highest PSI first (a missing column first of all)."""
+        drifted = [f for f in self.features if f.drifted]
+        return [f.name for f in sorted(drifted, key=lambda f: -(math.inf if f.psi is None else f.psi))]
+
+
+# --------------------------------------------------------------------------- the page
+
 
 def render_report(
     model_name: str,
@@ -50,41 +121,47 @@ def render_report(
     performance: pd.DataFrame | None,
     holdout_metrics: Mapping[str, float],
     top_features: int = 6,
+    performance_note: str = NO_LABELS,
 ) -> str:
-    """The HTML page: summary, drift scores, distributions of the top features, performance."""
-    title = f"Monitoring report: {model_name} version {version}"
+    """The HTML page: summary, drift scores, distributions of the top features, performance.
+
+    `performance_note` says why there is no performance section (no labels yet, or no id column).
+    """
     ranked = sorted(drift.features, key=lambda f: (not f.drifted, -(f.psi or 0.0)))
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">{drift.rows_current:,} current rows compared with a reference '
-        f"profile of {drift.rows_reference:,} rows.</p>",
-        _summary_cards(drift),
-        "<h2>Drift per feature</h2>",
-        _figure(_psi_chart(drift.features, drift.psi_threshold), "PSI per feature", "psi-chart"),
-        _feature_table(ranked),
-    ]
-    if ranked:
-        parts.append("<h2>Reference and current distributions</h2>")
-        parts.append('<div class="grid">')
-        parts.extend(
-            _figure(_distribution_chart(f), _distribution_caption(f)) for f in ranked[:top_features]
-        )
-        parts.append("</div>")
-    if drift.predictions:
-        parts.append("<h2>Prediction drift</h2>")
-        parts.append(_feature_table(drift.predictions))
-        parts.append('<div class="grid">')
-        parts.extend(
-            _figure(_distribution_chart(f), _distribution_caption(f)) for f in drift.predictions
-        )
-        parts.append("</div>")
-    parts.append(_domain_section(drift))
-    parts.append(_performance_section(performance, holdout_metrics))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    domain = drift.domain
+    context = {
+        "title": f"Monitoring report: {model_name} version {version}",
+        "css": _CSS,
+        "drift": drift,
+        "cards": _summary_cards(drift),
+        "drifted": [f.name for f in drift.features if f.drifted],
+        "ranked": ranked,
+        "psi_chart": _chart(_psi_chart(drift.features, drift.psi_threshold), "PSI per feature", "psi-chart"),
+        "distributions": [_chart(_distribution_chart(f), _distribution_caption(f)) for f in ranked[:top_features]],
+        "prediction_charts": [_chart(_distribution_chart(f), _distribution_caption(f)) for f in drift.predictions],
+        "domain_chart": (
+            _chart(
+                _importance_chart(dict(list(domain.importances.items())[:10])),
+                "Domain classifier: permutation importance",
+            )
+            if domain is not None and domain.auc is not None
+            else None
+        ),
+        "performance": _performance_section(performance, holdout_metrics),
+        "performance_note": performance_note,
+        "holdout": dict(holdout_metrics),
+    }
+    return _environment().get_template("monitoring_report.html").render(context)
+
+
+@cache
+def _environment() -> Environment:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
+    env.filters.update(num=_num, pvalue=_pvalue, pct=lambda v: f"{v:.1%}", short=lambda v: f"{v:g}")
+    env.filters["test_name"] = _test_name
+    return env
 
 
 def markdown_summary(
@@ -93,6 +170,7 @@ def markdown_summary(
     drift: DriftReport,
     performance: pd.DataFrame | None = None,
     holdout_metrics: Mapping[str, float] | None = None,
+    performance_note: str = NO_LABELS,
 ) -> str:
     """A markdown table of the drifted features (for a Prefect artifact), with the headline."""
     lines = [f"## Monitoring: {_md(model_name)} version {_md(str(version))}", ""]
@@ -120,128 +198,53 @@ def markdown_summary(
             )
     else:
         lines.append("No feature drifted.")
-    latest = _latest_performance(performance, holdout_metrics or {})
-    if latest:
-        lines.extend(["", latest])
+    lines.extend(
+        ["", _latest_performance(performance, holdout_metrics or {}) or f"Performance: {_md(performance_note)}"]
+    )
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _summary_cards(drift: DriftReport) -> str:
+def _summary_cards(drift: DriftReport) -> list[dict[str, Any]]:
     drifted = [f for f in drift.features if f.drifted]
     domain = drift.domain
-    cards = [
-        ("Drift detected", "yes" if drift.drift_detected else "no", drift.drift_detected),
-        (
-            "Drifted features",
-            f"{len(drifted)} of {len(drift.features)} ({drift.drift_share:.0%})",
-            bool(drifted),
-        ),
-        (
-            "Domain classifier AUC",
-            "n/a" if domain is None or domain.auc is None else f"{domain.auc:.3f}",
-            domain is not None and domain.drifted,
-        ),
-        ("Prediction drift", "yes" if drift.prediction_drift else "no", drift.prediction_drift),
+    return [
+        {"label": "Drift detected", "value": "yes" if drift.drift_detected else "no", "bad": drift.drift_detected},
+        {
+            "label": "Drifted features",
+            "value": f"{len(drifted)} of {len(drift.features)} ({drift.drift_share:.0%})",
+            "bad": bool(drifted),
+        },
+        {
+            "label": "Domain classifier AUC",
+            "value": "n/a" if domain is None or domain.auc is None else f"{domain.auc:.3f}",
+            "bad": domain is not None and domain.drifted,
+        },
+        {
+            "label": "Prediction drift",
+            "value": "yes" if drift.prediction_drift else "no",
+            "bad": drift.prediction_drift,
+        },
     ]
-    html = ['<div class="cards">']
-    for label, value, bad in cards:
-        html.append(
-            f'<div class="card">{escape(label)}<b class="{"bad" if bad else "ok"}">'
-            f"{escape(value)}</b></div>"
-        )
-    html.append("</div>")
-    if drifted:
-        names = ", ".join(escape(f.name) for f in drifted)
-        html.append(f"<p><strong>Drifted:</strong> {names}</p>")
-    return "\n".join(html)
 
 
-def _feature_table(features: Sequence[FeatureDrift]) -> str:
-    head = (
-        "<table><thead><tr><th>column</th><th>kind</th><th>PSI</th><th>test</th>"
-        "<th>statistic</th><th>p-value</th><th>distance</th><th>nulls ref → cur</th>"
-        "<th>new categories</th><th>drifted</th></tr></thead><tbody>"
-    )
-    rows = [head]
-    for f in features:
-        note = f" ({f.note})" if f.note else ""
-        rows.append(
-            f'<tr class="{"drifted" if f.drifted else ""}"><td>{escape(f.name)}</td>'
-            f"<td>{f.kind}</td><td>{_num(f.psi)}</td><td>{_test_name(f)}</td>"
-            f"<td>{_num(f.statistic)}</td><td>{_pvalue(f.p_value)}</td>"
-            f"<td>{_num(f.distance)} <span class=muted>{f.distance_name}</span></td>"
-            f"<td>{f.null_fraction_reference:.1%} → {f.null_fraction_current:.1%}</td>"
-            f"<td>{escape(', '.join(f.new_categories))}</td>"
-            f"<td>{'yes' if f.drifted else 'no'}{escape(note)}</td>"
-            "</tr>"
-        )
-    rows.append("</tbody></table>")
-    return "".join(rows)
-
-
-def _domain_section(drift: DriftReport) -> str:
-    domain = drift.domain
-    if domain is None:
-        return ""
-    html = ["<h2>Multivariate drift: domain classifier</h2>"]
-    if domain.auc is None:
-        html.append(f"<p>Not trained: {escape(domain.note)}.</p>")
-        return "\n".join(html)
-    html.append(
-        f"<p>A gradient-boosted classifier trained to tell {domain.rows_current:,} current rows "
-        f"from {domain.rows_reference:,} reference rows reaches a cross-validated ROC AUC of "
-        f"<strong>{domain.auc:.3f}</strong> (0.5 means it cannot tell them apart; drift above "
-        f"{domain.threshold:g}). The features it relies on, by the AUC lost when each is "
-        "shuffled:</p>"
-    )
-    top = dict(list(domain.importances.items())[:10])
-    html.append(_figure(_importance_chart(top), "Domain classifier: permutation importance"))
-    return "\n".join(html)
-
-
-def _performance_section(
-    performance: pd.DataFrame | None, holdout_metrics: Mapping[str, float]
-) -> str:
-    html = ["<h2>Performance over time</h2>"]
+def _performance_section(performance: pd.DataFrame | None, holdout: Mapping[str, float]) -> dict[str, Any] | None:
+    """Charts and table rows of the live metrics, or None when no label has arrived."""
     if performance is None or performance.empty or not performance["labelled"].any():
-        html.append("<p>No ground truth has arrived for the scored rows yet.</p>")
-        return "\n".join(html)
+        return None
     metrics = [
-        c
-        for c in performance.columns
-        if c not in {"window", "rows", "labelled"} and performance[c].notna().any()
+        c for c in performance.columns if c not in {"window", "rows", "labelled"} and performance[c].notna().any()
     ]
-    html.append('<div class="grid">')
+    charts = []
     for metric in metrics:
-        html.append(
-            _figure(
-                _performance_chart(performance, metric, holdout_metrics.get(metric)),
-                f"{metric} per window"
-                + (
-                    f" against the holdout {holdout_metrics[metric]:.3f}"
-                    if metric in holdout_metrics
-                    else ""
-                ),
-            )
+        against = f" against the holdout {holdout[metric]:.3f}" if metric in holdout else ""
+        charts.append(
+            _chart(_performance_chart(performance, metric, holdout.get(metric)), f"{metric} per window{against}")
         )
-    html.append("</div>")
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in ["window", "rows", "labelled", *metrics])
-    rows = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
-    if holdout_metrics:
-        cells = "".join(f"<td>{_num(holdout_metrics.get(m))}</td>" for m in metrics)
-        rows.append(f"<tr><td>holdout</td><td></td><td></td>{cells}</tr>")
-    for record in performance.to_dict("records"):
-        cells = "".join(f"<td>{_num(record[m])}</td>" for m in metrics)
-        rows.append(
-            f"<tr><td>{escape(str(record['window']))}</td><td>{record['rows']:,}</td>"
-            f"<td>{record['labelled']:,}</td>{cells}</tr>"
-        )
-    rows.append("</tbody></table>")
-    html.append("".join(rows))
-    return "\n".join(html)
+    records = [{**record, "window": str(record["window"])} for record in performance.to_dict("records")]
+    return {"metrics": metrics, "charts": charts, "records": records}
 
 
 def _latest_performance(performance: pd.DataFrame | None, holdout: Mapping[str, float]) -> str:
@@ -249,7 +252,7 @@ def _latest_performance(performance: pd.DataFrame | None, holdout: Mapping[str, 
         return ""
     labelled = performance[performance["labelled"] > 0]
     if labelled.empty:
-        return "No ground truth has arrived yet."
+        return ""
     last = labelled.iloc[-1]
     figures = [
         f"{m} {last[m]:.3f}" + (f" (holdout {holdout[m]:.3f})" if m in holdout else "")
@@ -274,9 +277,7 @@ def _psi_chart(features: Sequence[FeatureDrift], threshold: float) -> Figure:
     values = [f.psi if f.psi is not None else 0.0 for f in ranked]
     colors = [DRIFT_COLOR if f.drifted else STABLE_COLOR for f in ranked]
     ax.barh([_short(f.name) for f in ranked], values, color=colors)
-    ax.axvline(
-        threshold, color="#222", linestyle="--", linewidth=1, label=f"threshold {threshold:g}"
-    )
+    ax.axvline(threshold, color="#222", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     ax.set_xlabel("population stability index")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -301,13 +302,9 @@ def _distribution_chart(feature: FeatureDrift) -> Figure:
     width = 0.4
     ax.bar([p - width / 2 for p in positions], ref, width, label="reference", color=REFERENCE_COLOR)
     ax.bar([p + width / 2 for p in positions], cur, width, label="current", color=CURRENT_COLOR)
-    ax.set_xticks(
-        list(positions), [_short(b, 14) for b in bins], rotation=45, ha="right", fontsize=7
-    )
+    ax.set_xticks(list(positions), [_short(b, 14) for b in bins], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("share of rows")
-    ax.set_title(
-        _short(feature.name, 40), fontsize=10, color=DRIFT_COLOR if feature.drifted else "#222"
-    )
+    ax.set_title(_short(feature.name, 40), fontsize=10, color=DRIFT_COLOR if feature.drifted else "#222")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -331,9 +328,7 @@ def _performance_chart(performance: pd.DataFrame, metric: str, holdout: float | 
     data = performance[performance[metric].notna()]
     fig = Figure(figsize=(5, 3))
     ax = fig.subplots()
-    ax.plot(
-        pd.to_datetime(data["window"]), data[metric], marker="o", color=CURRENT_COLOR, label="live"
-    )
+    ax.plot(pd.to_datetime(data["window"]), data[metric], marker="o", color=CURRENT_COLOR, label="live")
     if holdout is not None:
         ax.axhline(holdout, color=REFERENCE_COLOR, linestyle="--", label="holdout")
     ax.set_ylabel(metric)
@@ -343,15 +338,12 @@ def _performance_chart(performance: pd.DataFrame, metric: str, holdout: float | 
     return fig
 
 
-def _figure(fig: Figure, caption: str, element_id: str | None = None) -> str:
+def _chart(fig: Figure, caption: str, element_id: str | None = None) -> dict[str, str | None]:
+    """A figure as the template shows it: an inline PNG data URI and its caption."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    ident = f' id="{element_id}"' if element_id else ""
-    return (
-        f'<figure{ident}><img alt="{escape(caption)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-    )
+    return {"id": element_id, "caption": caption, "src": f"data:image/png;base64,{data}"}
 
 
 # --------------------------------------------------------------------------- formatting

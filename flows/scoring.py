@@ -8,6 +8,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from conveyor import settings
+from conveyor.links import model_version_link
 from conveyor.orchestration import run_tags
 from conveyor.predictions import FeedbackResult
 from conveyor.spec import find_spec
@@ -40,8 +42,9 @@ def _key(prefix: str, name: str) -> str:
     return prefix + "".join(char if char.isalnum() else "-" for char in name.lower())
 
 
-def _scoring_markdown(summary: ScoringSummary, checked: CheckedInput) -> str:
+def _scoring_markdown(summary: ScoringSummary, checked: CheckedInput, tracking_uri: str) -> str:
     alias = f" ({summary.alias})" if summary.alias else ""
+    model = model_version_link(tracking_uri, summary.model, summary.version)
     files = ", ".join(f"`{display_path(path)}`" for path in summary.log_files)
     return f"""# Scored {summary.model} v{summary.version}{alias}
 
@@ -49,6 +52,7 @@ def _scoring_markdown(summary: ScoringSummary, checked: CheckedInput) -> str:
 | --- | --- |
 | rows scored | {summary.rows:,} in {summary.chunks} chunk{"s" * (summary.chunks != 1)} |
 | model version | {summary.version}{alias}, resolved once for the run |
+| in MLflow | {model} |
 | throughput | {summary.rows_per_second:,.0f} rows/s ({summary.seconds:.2f} s) |
 | input | `{display_path(summary.input)}` |
 | output | `{display_path(summary.output)}` |
@@ -81,7 +85,7 @@ def scoring_flow(
     checked = validate_input(spec, serving, input_path)
     summary = score_batch(spec, serving, checked, output_path, chunk_rows)
     create_markdown_artifact(
-        _scoring_markdown(summary, checked),
+        _scoring_markdown(summary, checked, settings.tracking_uri()),
         key=_key("scoring-", spec.name),
         description=f"{spec.name} v{summary.version}: {summary.rows} rows scored",
     )

@@ -10,29 +10,17 @@ import pandas as pd
 import pytest
 
 from conveyor.errors import DataError
-from tasks.drift import (
-    OTHER,
-    DriftReport,
-    bin_counts,
-    build_profile,
-    chi_square_test,
-    compare_to_profile,
-    jensen_shannon,
-    ks_test,
-    load_profile,
-    performance_over_time,
-    psi,
-    save_profile,
-    wasserstein,
-)
+from conveyor.report import DriftReport
+from tasks.drift.compare import compare_to_profile
+from tasks.drift.performance import degradation, performance_over_time
+from tasks.drift.profile import OTHER, build_profile, load_profile, save_profile
+from tasks.drift.stats import bin_counts, chi_square_test, jensen_shannon, ks_test, psi, wasserstein
 
 NUMERIC = ["age", "income", "score"]
 CATEGORICAL = ["plan", "region"]
 
 
-def make_frame(
-    rows: int, seed: int, shift: float = 0.0, plan_mix: list[float] | None = None
-) -> pd.DataFrame:
+def make_frame(rows: int, seed: int, shift: float = 0.0, plan_mix: list[float] | None = None) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
         {
@@ -177,9 +165,7 @@ def test_profile_is_strict_json_and_round_trips(tmp_path, profile) -> None:
     assert load_profile(path) == json.loads(text)
     assert None in load_profile(path)["sample"]["columns"]["age"]
     # Deterministic: the same frame gives the same profile.
-    assert build_profile(frame, NUMERIC, CATEGORICAL, None, {}) == build_profile(
-        frame, NUMERIC, CATEGORICAL, None, {}
-    )
+    assert build_profile(frame, NUMERIC, CATEGORICAL, None, {}) == build_profile(frame, NUMERIC, CATEGORICAL, None, {})
 
 
 def test_profile_sample_is_capped_and_row_aligned(profile) -> None:
@@ -379,9 +365,7 @@ def test_regression_performance_per_window() -> None:
             "yhat": [2.0, 2.0, 1.0],
         }
     )
-    perf = performance_over_time(
-        joined, "regression", time_column="at", label_column="y", prediction_column="yhat"
-    )
+    perf = performance_over_time(joined, "regression", time_column="at", label_column="y", prediction_column="yhat")
     # errors 1, 0, -3: rmse = sqrt((1 + 0 + 9) / 3), mae = (1 + 0 + 3) / 3
     assert perf.iloc[0]["rmse"] == pytest.approx(math.sqrt(10 / 3))
     assert perf.iloc[0]["mae"] == pytest.approx(4 / 3)
@@ -404,3 +388,57 @@ def test_multiclass_performance_has_accuracy_and_macro_f1() -> None:
 def test_performance_names_a_missing_column() -> None:
     with pytest.raises(DataError, match="'label'"):
         performance_over_time(pd.DataFrame({"scored_at": [], "prediction": []}), "binary")
+
+
+def test_live_metrics_are_the_holdout_metrics_on_the_same_rows() -> None:
+    """One metrics implementation: a window's figures equal tasks.evaluation's on those rows."""
+    from tasks.evaluation import metrics_from_predictions
+
+    rng = np.random.default_rng(3)
+    proba = rng.uniform(size=200)
+    truth = np.where(rng.uniform(size=200) < proba, "yes", "no")
+    joined = pd.DataFrame(
+        {
+            "scored_at": pd.Timestamp("2026-03-01", tz="UTC"),
+            "label": truth,
+            "prediction": np.where(proba > 0.5, "yes", "no"),
+            "proba_no": 1 - proba,
+            "proba_yes": proba,
+        }
+    )
+    metrics = ["roc_auc", "log_loss", "balanced_accuracy", "f1", "average_precision"]
+    perf = performance_over_time(joined, "binary", metrics=metrics)
+    expected = metrics_from_predictions("binary", ["no", "yes"], pd.Series(truth), np.c_[1 - proba, proba])
+    assert list(perf.columns) == ["window", "rows", "labelled", *metrics]
+    assert perf.iloc[0][metrics].to_dict() == pytest.approx({m: expected[m] for m in metrics})
+
+
+def test_a_label_the_model_never_predicts_counts_as_wrong() -> None:
+    joined = pd.DataFrame(
+        {
+            "scored_at": pd.to_datetime(["2026-03-01"] * 4, utc=True),
+            "label": ["a", "b", "c", "new"],
+            "prediction": ["a", "b", "c", "a"],
+            "proba_a": [0.8, 0.1, 0.1, 0.6],
+            "proba_b": [0.1, 0.8, 0.1, 0.2],
+            "proba_c": [0.1, 0.1, 0.8, 0.2],
+        }
+    )
+    perf = performance_over_time(joined, "multiclass", metrics=["accuracy", "log_loss", "roc_auc"])
+    assert perf.iloc[0]["accuracy"] == pytest.approx(0.75)
+    assert perf.iloc[0]["log_loss"] > 5  # probability 0 for the true class of one row
+    # One-vs-rest: a, b and c are ranked perfectly, the unseen class (all scores 0) at chance.
+    assert perf.iloc[0]["roc_auc"] == pytest.approx((1 + 1 + 1 + 0.5) / 4)
+
+
+def test_degradation_compares_the_latest_labelled_window_with_the_holdout() -> None:
+    perf = pd.DataFrame(
+        {"window": ["d1", "d2", "d3"], "labelled": [10, 10, 0], "roc_auc": [0.9, 0.7, math.nan], "rmse": [1, 2, 3]}
+    )
+    found = degradation("roc_auc", {"roc_auc": 0.8}, perf, 0.05)
+    assert found is not None and (found["value"], found["window"]) == (0.7, "d2")
+    assert degradation("roc_auc", {"roc_auc": 0.74}, perf, 0.05) is None
+    # Scale-bound metrics: the tolerance is relative (3 > 2.5 * 1.05 is worse; 2.9 is within).
+    assert degradation("rmse", {"rmse": 2.5}, perf, 0.05) is not None
+    assert degradation("rmse", {"rmse": 2.9}, perf, 0.05) is None
+    assert degradation("roc_auc", {}, perf, 0.05) is None and degradation("roc_auc", {"roc_auc": 1}, None, 0) is None

@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conveyor.report import markdown_summary, render_report
-from tasks.drift import DriftReport, build_profile, compare_to_profile, performance_over_time
+from conveyor.links import model_version_link, run_link
+from conveyor.report import DriftReport, markdown_summary, render_report
+from tasks.drift.compare import compare_to_profile
+from tasks.drift.performance import performance_over_time
+from tasks.drift.profile import build_profile
 
 NUMERIC = ["tenure <months>", "spend"]
 CATEGORICAL = ["plan|tier"]
@@ -44,9 +47,7 @@ def performance() -> pd.DataFrame:
             "prediction": (proba > 0.5).astype(int),
             "proba_0": 1 - proba,
             "proba_1": proba,
-            "label": np.where(
-                rng.uniform(size=rows) < 0.6, (rng.uniform(size=rows) < proba).astype(float), np.nan
-            ),
+            "label": np.where(rng.uniform(size=rows) < 0.6, (rng.uniform(size=rows) < proba).astype(float), np.nan),
         }
     )
     return performance_over_time(joined, "binary")
@@ -68,9 +69,7 @@ def test_report_names_drifted_features_and_is_self_contained(drift, performance)
     assert "<script" not in html and "<link" not in html
 
 
-def test_report_charts_cover_scores_distributions_domain_and_performance(
-    drift, performance
-) -> None:
+def test_report_charts_cover_scores_distributions_domain_and_performance(drift, performance) -> None:
     html = render_report("churn", 3, drift, performance, {"accuracy": 0.9})
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', html)
     captions = " ".join(images)
@@ -116,3 +115,49 @@ def test_markdown_without_drift() -> None:
     assert "**Drift detected: no**" in text
     assert "No feature drifted." in text
     assert "| feature |" not in text
+
+
+def test_a_feature_named_like_markup_is_escaped_everywhere() -> None:
+    """Autoescape: a column name is text in the page, never a script."""
+    hostile = "<script>alert('x')</script>"
+    reference = pd.DataFrame({hostile: np.arange(400.0) % 40, "plan": ["a", "b"] * 200})
+    current = pd.DataFrame({hostile: np.arange(400.0) % 40 + 30, "plan": ["a", "b"] * 200})
+    profile = build_profile(reference, [hostile], ["plan"], None, {})
+    report = compare_to_profile(profile, current, domain_classifier=False)
+    assert report.drifted_features == [hostile]
+    html = render_report("churn<b>", 1, report, None, {}, performance_note="No labels <yet>.")
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+    assert "churn&lt;b&gt;" in html and "No labels &lt;yet&gt;." in html
+    text = markdown_summary("churn", 1, report)
+    assert "<script" not in text and "&lt;script&gt;" in text
+
+
+def test_report_shows_why_performance_is_missing(drift) -> None:
+    html = render_report("churn", 2, drift, None, {}, performance_note="No labels yet: set data.id_column.")
+    assert "<p>No labels yet: set data.id_column.</p>" in html
+    text = markdown_summary("churn", 2, drift, None, None, "No labels yet: set data.id_column.")
+    assert text.rstrip().endswith("Performance: No labels yet: set data.id_column.")
+
+
+@pytest.mark.parametrize(
+    ("tracking_uri", "expected"),
+    [
+        ("sqlite:////tmp/mlflow.db", "MLflow run `abc123def`, artifact `monitoring/report.html`"),
+        (
+            "http://127.0.0.1:5000/",
+            "[monitoring/report.html in MLflow run abc123de]"
+            "(http://127.0.0.1:5000/#/experiments/7/runs/abc123def/artifacts/monitoring/report.html)",
+        ),
+    ],
+)
+def test_run_links_point_into_the_mlflow_ui_only_for_a_server(tracking_uri: str, expected: str) -> None:
+    assert run_link(tracking_uri, "7", "abc123def", "monitoring/report.html") == expected
+
+
+def test_model_version_links() -> None:
+    assert model_version_link("sqlite:///x.db", "churn", "3") == "model `models:/churn/3`"
+    assert (
+        model_version_link("https://mlflow.example.org", "churn", "3")
+        == "[model churn v3](https://mlflow.example.org/#/models/churn/versions/3)"
+    )

@@ -157,7 +157,7 @@ def test_csv_columns_take_the_models_types_not_the_first_blocks(
     tmp_path: Path, fitted, log_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """x1 looks integral in the first block and colour numeric: neither may break a later block."""
-    monkeypatch.setattr("tasks.scoring._CSV_BLOCK_BYTES", 1024)
+    monkeypatch.setattr("tasks.scoring.arrow_io._CSV_BLOCK_BYTES", 1024)
     frame = classification_frame(rows=200, seed=8).drop(columns="label")
     frame["x1"] = frame["x1"].astype(object)
     frame.loc[:149, "x1"] = 1
@@ -211,7 +211,7 @@ def test_the_serving_contract_checks_values_with_gx_on_the_first_rows(tmp_path: 
 def test_a_bad_value_in_a_late_chunk_refuses_the_input_and_leaves_nothing(
     tmp_path: Path, fitted, log_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tasks.scoring.GX_SAMPLE_ROWS", 100)
+    monkeypatch.setattr("tasks.scoring.contract.GX_SAMPLE_ROWS", 100)
     spec, model = make_spec(tmp_path), serving(fitted)
     save_contract(draft_contract(spec, classification_frame(rows=300, seed=1)), spec.contract_path)
     frame = classification_frame(rows=500, seed=9).drop(columns="label")
