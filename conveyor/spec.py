@@ -54,6 +54,9 @@ class DataSpec(_Section):
     target: str
     id_column: str | None = None
     drop: tuple[str, ...] = ()
+    detect_id_columns: bool = Field(
+        True, description="Leave row names, row numbers and id-named unique columns out of the features."
+    )
     split: SplitSpec = SplitSpec()
     max_file_mb: float = Field(2048, gt=0, description="Files above this size are refused unread.")
 

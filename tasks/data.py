@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,9 +381,69 @@ class Split:
     y_test: pd.Series
 
 
+# Headers that R's write.csv (`""`, read as `Unnamed: 0`), Rdatasets (`rownames`) or pandas'
+# to_csv with its index give to row names.
+_ROW_NAME_HEADER = re.compile(r"^(\s*|unnamed: \d+|rownames|row\.names|row_names)$", re.IGNORECASE)
+# Names that say "identifier": id, ID, row_id, user-id, index, idx; camelCase customerId, customerID.
+_ID_NAME = re.compile(r"^(id|index|idx)$|[_\-. ](id|index|idx)$", re.IGNORECASE)
+_CAMEL_ID_NAME = re.compile(r"[a-z](Id|ID)$")
+
+
+def _is_row_number(values: pd.Series) -> bool:
+    """Consecutive integers from 0 or 1, in file order (either direction): a row counter."""
+    if not pd.api.types.is_integer_dtype(values) or values.isna().any() or len(values) < 2:
+        return False
+    steps = values.diff().iloc[1:]
+    ascending = bool((steps == 1).all()) and int(values.iloc[0]) in (0, 1)
+    descending = bool((steps == -1).all()) and int(values.iloc[-1]) in (0, 1)
+    return ascending or descending
+
+
+def id_like_columns(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, str]:
+    """Columns that identify rows rather than describe them, each with the reason it was recognised.
+
+    Trained on, a row id memorises the file's order: sorted by the target, it inflates the holdout
+    score several times over. Off when the spec names its `data.id_column` or sets
+    `data.detect_id_columns: false`.
+    """
+    if spec.data.id_column or not spec.data.detect_id_columns:
+        return {}
+    skip = {spec.data.target, *spec.data.drop, spec.data.split.time_column}
+    found: dict[str, str] = {}
+    for column in frame.columns:
+        if column in skip:
+            continue
+        values = frame[column]
+        name = str(column)
+        if _ROW_NAME_HEADER.match(name):
+            found[name] = "row names (an unnamed or `rownames` first column, as R and pandas write them)"
+        elif _is_row_number(values):
+            found[name] = "a row number (consecutive integers from 0 or 1)"
+        elif (
+            (_ID_NAME.search(name) or _CAMEL_ID_NAME.search(name))
+            and not pd.api.types.is_float_dtype(values)
+            and not pd.api.types.is_bool_dtype(values)
+            and values.notna().all()
+            and values.is_unique
+        ):
+            found[name] = "an identifier (named like one, a unique value on every row)"
+    return found
+
+
+def id_columns_note(found: dict[str, str]) -> str | None:
+    """One line for the run saying which columns were left out as ids, or None."""
+    if not found:
+        return None
+    listed = "; ".join(f"{column!r}: {reason}" for column, reason in found.items())
+    return (
+        f"left out of the features as row ids: {listed} "
+        "(set data.id_column, or data.detect_id_columns: false to train on them)"
+    )
+
+
 def feature_frame(spec: PipelineSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """The model's input columns: everything but the target, the id and the dropped columns."""
-    excluded = {spec.data.target, *spec.data.drop}
+    """The model's input columns: everything but the target, the ids and the dropped columns."""
+    excluded = {spec.data.target, *spec.data.drop, *id_like_columns(spec, frame)}
     if spec.data.id_column:
         excluded.add(spec.data.id_column)
     return frame[[column for column in frame.columns if column not in excluded]]

@@ -111,3 +111,55 @@ def test_estimator_that_does_not_fit_the_task_is_refused() -> None:
     spec = _spec(model={"estimator": "sklearn.linear_model.Ridge"})
     with pytest.raises(SpecError, match="does not fit a binary task"):
         build_pipeline(spec, infer_columns(pd.DataFrame({"x": [1.0]})))
+
+
+def _five_line(**data):
+    return parse_spec({"name": "t", "data": {"path": "x.csv", "target": "y", **data}}).for_task("binary")
+
+
+def test_row_names_and_row_numbers_are_left_out_of_the_features_with_a_note(tmp_path) -> None:
+    from tasks.data import feature_frame, id_columns_note, id_like_columns, read_file
+
+    # What R's write.csv writes: an empty first header, then row names; sorted by the target.
+    path = tmp_path / "r.csv"
+    lines = ['"","x","code","customerId","y"'] + [f'"{i}",{i % 7},{100 + i},c{i},{int(i > 30)}' for i in range(1, 61)]
+    path.write_text("\n".join(lines) + "\n")
+    frame = read_file(str(path), 10)
+    found = id_like_columns(_five_line(), frame)
+    assert set(found) == {"Unnamed: 0", "customerId"}
+    assert "row names" in found["Unnamed: 0"]
+    assert list(feature_frame(_five_line(), frame).columns) == ["x", "code"]
+    note = id_columns_note(found)
+    assert note is not None and "'Unnamed: 0'" in note and "\n" not in note
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "is_id"),
+    [
+        ("rownames", ["Mazda RX4", "Datsun 710", "Valiant"], True),
+        ("n", [0, 1, 2], True),
+        ("n", [3, 2, 1], True),
+        ("year", [1947, 1948, 1949], False),  # consecutive but not a row counter: a real feature
+        ("n", [1, 3, 2], False),
+        ("row_id", ["a", "b", "c"], True),
+        ("ID", [10, 30, 20], True),
+        ("paid", [10, 30, 20], False),
+        ("user_id", [1, 1, 2], False),  # repeats: a grouping key, not a row id
+        ("score_idx", [0.5, 0.1, 0.2], False),
+    ],
+)
+def test_what_counts_as_an_id(column: str, values: list, is_id: bool) -> None:
+    from tasks.data import id_like_columns
+
+    frame = pd.DataFrame({column: values, "y": [0, 1, 0]})
+    assert (column in id_like_columns(_five_line(), frame)) is is_id
+
+
+def test_a_declared_id_column_or_the_switch_turns_detection_off() -> None:
+    from tasks.data import feature_frame, id_like_columns
+
+    frame = pd.DataFrame({"Unnamed: 0": [1, 2, 3], "key": ["a", "b", "c"], "x": [0.1, 0.2, 0.3], "y": [0, 1, 0]})
+    assert id_like_columns(_five_line(id_column="key"), frame) == {}
+    assert list(feature_frame(_five_line(id_column="key"), frame).columns) == ["Unnamed: 0", "x"]
+    kept = _five_line(detect_id_columns=False)
+    assert list(feature_frame(kept, frame).columns) == ["Unnamed: 0", "key", "x"]
