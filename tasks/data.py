@@ -88,17 +88,13 @@ def resolve_files(pattern: str) -> list[str]:
     path = Path(pattern)
     if path.is_dir():
         data_suffixes = _PARQUET | _CSV
-        files = sorted(
-            str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in data_suffixes
-        )
+        files = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in data_suffixes)
         if not files:
             raise DataError(f"{display_path(pattern)}: the folder holds no .csv or .parquet file")
         return files
     if not path.exists():
         parent = path.parent
-        where = (
-            "" if parent.is_dir() else f" (the folder {display_path(str(parent))} does not exist)"
-        )
+        where = "" if parent.is_dir() else f" (the folder {display_path(str(parent))} does not exist)"
         raise DataError(f"{display_path(pattern)}: no such file{where}")
     if not path.is_file():
         raise DataError(f"{display_path(pattern)}: not a regular file")
@@ -161,17 +157,11 @@ def _first_bad_utf8(path: str) -> tuple[int, int, int] | None:
             except UnicodeDecodeError as exc:
                 before = chunk[: exc.start]
                 newlines = before.count(b"\n")
-                column = (
-                    exc.start - (before.rfind(b"\n") + 1)
-                    if newlines
-                    else offset_in_line + exc.start
-                )
+                column = exc.start - (before.rfind(b"\n") + 1) if newlines else offset_in_line + exc.start
                 return line + newlines, column + 1, chunk[exc.start]
             newlines = chunk.count(b"\n")
             line += newlines
-            offset_in_line = (
-                len(chunk) - chunk.rfind(b"\n") - 1 if newlines else offset_in_line + len(chunk)
-            )
+            offset_in_line = len(chunk) - chunk.rfind(b"\n") - 1 if newlines else offset_in_line + len(chunk)
     return None
 
 
@@ -204,9 +194,7 @@ def _read_csv(path: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, engine="pyarrow")
     except pd.errors.EmptyDataError:
-        raise DataError(
-            f"{display_path(path)}: no header row (the file holds only blank lines)"
-        ) from None
+        raise DataError(f"{display_path(path)}: no header row (the file holds only blank lines)") from None
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
     except Exception as exc:  # pyarrow raises several unrelated types for a malformed file
@@ -220,9 +208,7 @@ def _read_csv(path: str) -> pd.DataFrame:
                 f"{display_path(path)}: malformed CSV: line {line} has {fields} "
                 f"field{'s' * (fields != 1)}, the header has {expected} (ragged rows)"
             ) from None
-        raise DataError(
-            f"{display_path(path)}: cannot be read as CSV: {text.splitlines()[0]}"
-        ) from None
+        raise DataError(f"{display_path(path)}: cannot be read as CSV: {text.splitlines()[0]}") from None
     # pyarrow reads text that is not UTF-8 as raw bytes rather than failing: name the column.
     for column in frame.columns:
         if frame[column].dtype == object:
@@ -240,9 +226,7 @@ def _read_parquet(path: str) -> pd.DataFrame:
         raise DataError(f"{display_path(path)}: cannot be read as Parquet: {first}") from None
 
 
-def _single_column_problem(
-    path: str, frame: pd.DataFrame, expected_columns: Sequence[str] | None
-) -> str | None:
+def _single_column_problem(path: str, frame: pd.DataFrame, expected_columns: Sequence[str] | None) -> str | None:
     """Why a CSV that parsed to one column is wrong (another delimiter), or None when it is fine."""
     if frame.shape[1] != 1:
         return None
@@ -262,9 +246,7 @@ def _single_column_problem(
     return None
 
 
-def read_file(
-    path: str, max_file_mb: float, expected_columns: Sequence[str] | None = None
-) -> pd.DataFrame:
+def read_file(path: str, max_file_mb: float, expected_columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read one CSV or Parquet file; refuse it unread when it is larger than the limit."""
     check_size(path, max_file_mb)
     if _kind(path) == "parquet":
@@ -291,9 +273,7 @@ def _family(dtype: object) -> str:
     return "text"
 
 
-def _schema_difference(
-    path: str, frame: pd.DataFrame, first_path: str, first: pd.DataFrame
-) -> str | None:
+def _schema_difference(path: str, frame: pd.DataFrame, first_path: str, first: pd.DataFrame) -> str | None:
     """How a file's columns differ from the first file's (order aside), or None."""
     if set(frame.columns) != set(first.columns):
         missing = [c for c in first.columns if c not in frame.columns]
@@ -317,9 +297,7 @@ def _schema_difference(
     return None
 
 
-def load_dataset(
-    pattern: str, max_file_mb: float = 2048, *, expected_columns: Sequence[str] | None = None
-) -> Dataset:
+def load_dataset(pattern: str, max_file_mb: float = 2048, *, expected_columns: Sequence[str] | None = None) -> Dataset:
     """Read every file the pattern names into one frame, with per-file and combined digests.
 
     Sizes are checked for every file before any is read. `expected_columns` (from the contract,
@@ -504,9 +482,7 @@ def check_holdout_classes(target: str, y_train: pd.Series, y_test: pd.Series) ->
 def load_data(spec: PipelineSpec, data_path: str | None = None) -> Dataset:
     """Read the spec's data (or an override path) and take its content digest."""
     pattern = spec.resolve_path(data_path or spec.data.path)
-    return load_dataset(
-        pattern, spec.data.max_file_mb, expected_columns=contract_columns(spec.contract_path)
-    )
+    return load_dataset(pattern, spec.data.max_file_mb, expected_columns=contract_columns(spec.contract_path))
 
 
 @task(name="split_data", cache_policy=NO_CACHE)  # hashing a large frame costs more than splitting
