@@ -1,4 +1,5 @@
-"""Session fixtures shared by every tier: one Prefect harness, a throwaway MLflow store per test."""
+"""Session fixtures shared by every tier: one Prefect harness, a throwaway MLflow store per test,
+and the PostgreSQL server the PostgreSQL-profile tests use when one answers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,40 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+
+POSTGRES_ENV = "CONVEYOR_TEST_POSTGRES_URL"
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+NO_POSTGRES = (
+    f"no PostgreSQL: {POSTGRES_ENV} is unset and nothing answered on {LOCAL_POSTGRES} within 1 s; "
+    f"start a local server (apt-get install postgresql, user postgres trusted on 127.0.0.1) "
+    f"or export {POSTGRES_ENV}=postgresql://user@host:port"
+)
+
+
+def local_postgres() -> str | None:
+    """The local server's URL when one accepts `postgres` on 127.0.0.1:5432 within a second."""
+    try:
+        import psycopg
+
+        with psycopg.connect(LOCAL_POSTGRES, connect_timeout=1):
+            return LOCAL_POSTGRES
+    except Exception:  # not installed, refused, timed out, or a password is asked
+        return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before test modules are imported, so that every module reading the variable sees it.
+    if not os.environ.get(POSTGRES_ENV) and (url := local_postgres()):
+        os.environ[POSTGRES_ENV] = url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL server for the tests that need one (skipped, saying how to get one, without)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(NO_POSTGRES)
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,16 @@
-"""Small, deterministic datasets and specs written to real files for the flow and e2e tiers."""
+"""Small, deterministic datasets, specs and projects written to real files for the flow and e2e tiers."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 
@@ -39,3 +44,37 @@ def write_csv(project: Path, relative: str, frame: pd.DataFrame) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return path
+
+
+@contextmanager
+def project_home(root: Path) -> Iterator[Path]:
+    """`root` as the project (CONVEYOR_HOME, its own SQLite MLflow store) for the duration."""
+    (root / "pipelines").mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONVEYOR_HOME", str(root))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("CONVEYOR_ARTIFACT_ROOT", raising=False)
+        yield root
+
+
+def copy_project(template: Path, destination: Path) -> Path:
+    """A copy of a trained project that owns its stores: nothing in it points back at `template`.
+
+    The SQLite MLflow store records absolute paths (artifact locations, dataset sources, data
+    path parameters); they are rewritten to the copy. Artifact files are copied byte for byte, so
+    the recorded artifact digests still hold.
+    """
+    shutil.copytree(template, destination, dirs_exist_ok=True)
+    store = destination / ".conveyor" / "mlflow.db"
+    if store.exists():
+        old, new = f"{template.resolve()}/", f"{destination.resolve()}/"
+        with closing(sqlite3.connect(store)) as db, db:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in (row[1] for row in db.execute(f'PRAGMA table_info("{table}")')):
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE typeof("{column}") = ? AND instr("{column}", ?) > 0',
+                        (old, new, "text", old),
+                    )
+    return destination

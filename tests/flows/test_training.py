@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,16 +12,43 @@ import pytest
 from conveyor import registry
 from conveyor.errors import GateNotMet
 from flows.training import training_flow
-from tests.factories import classification_frame, write_csv, write_spec
+from tests.factories import classification_frame, copy_project, project_home, write_csv, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
+REPO = Path(__file__).resolve().parents[2]
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@pytest.fixture(scope="module")
+def trained_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One first training run of `churn` (v1, champion), made once for the module."""
+    with project_home(tmp_path_factory.mktemp("trained")) as root:
+        write_csv(root, "data/train.csv", classification_frame())
+        spec = write_spec(root, "churn", "../data/train.csv")
+        return root, training_flow(spec=str(spec))
+
 
 @pytest.fixture
-def trained(project: Path) -> dict:
-    write_csv(project, "data/train.csv", classification_frame())
-    spec = write_spec(project, "churn", "../data/train.csv")
-    return training_flow(spec=str(spec))
+def trained(project: Path, trained_template: tuple[Path, dict]) -> dict:
+    """This test's own copy of the trained project, and what the first run returned."""
+    template, result = trained_template
+    copy_project(template, project)
+    return dict(result)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def files_digest(folder: Path) -> str:
+    """sha256 over a model folder's files (relative path, then bytes, in path order), as logged."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "registered_model_meta")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(folder).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def test_first_run_promotes_and_records_lineage(project: Path, trained: dict) -> None:
@@ -26,8 +56,21 @@ def test_first_run_promotes_and_records_lineage(project: Path, trained: dict) ->
     assert trained["champion"] == trained["version"] == "1"
     version = registry.get_version("churn", "1")
     tags = version.tags
-    for key in ("data_digest", "spec_digest", "code_digest", "code_revision", "lineage_key", "artifact_digest"):
-        assert len(tags[f"conveyor.{key}"]) >= 7, key
+    # The data digest is the sha256 of the file's own digest (a set of files digests the same
+    # way, names ignored), computed here from the bytes on disk.
+    file_digest = sha256_hex((project / "data" / "train.csv").read_bytes())
+    assert tags["conveyor.data_digest"] == sha256_hex(file_digest.encode())
+    # The artifact digest covers exactly the files of the logged model as stored.
+    model_id = version.source.removeprefix("models:/")
+    model_folder = Path(registry.client().get_logged_model(model_id).artifact_location)
+    assert model_folder.is_relative_to(project / ".conveyor" / "artifacts")
+    assert tags["conveyor.artifact_digest"] == files_digest(model_folder)
+    # The code revision is a commit of this repository (dirty when the tree was).
+    commit = tags["conveyor.code_revision"].removesuffix("-dirty")
+    known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO, capture_output=True)
+    assert re.fullmatch(r"[0-9a-f]{40}", commit) and known.returncode == 0, tags["conveyor.code_revision"]
+    for key in ("spec_digest", "code_digest", "lineage_key"):
+        assert SHA256.fullmatch(tags[f"conveyor.{key}"]), key
     assert tags["conveyor.decision"] == "promoted"
     assert float(tags["conveyor.metric.roc_auc"]) > 0.8
     run = registry.client().get_run(version.run_id)
@@ -70,7 +113,12 @@ def test_worse_model_is_kept_out(project: Path, trained: dict) -> None:
     assert worse["version"] == "2"
     assert str(registry.alias_version("churn", "champion").version) == "1"
     assert str(registry.alias_version("churn", "challenger").version) == "2"
-    assert registry.get_version("churn", "2").tags["conveyor.decision"] == "kept"
+    first, second = registry.get_version("churn", "1").tags, registry.get_version("churn", "2").tags
+    assert second["conveyor.decision"] == "kept"
+    # Same data, another spec: the data digest stays, the spec digest and so the key change.
+    assert second["conveyor.data_digest"] == first["conveyor.data_digest"]
+    for changed in ("spec_digest", "lineage_key", "artifact_digest"):
+        assert second[f"conveyor.{changed}"] != first[f"conveyor.{changed}"], changed
 
 
 def test_better_model_replaces_the_champion(project: Path) -> None:
