@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import task
-from sklearn.base import BaseEstimator, is_classifier, is_regressor
+from sklearn.base import BaseEstimator, TransformerMixin, is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
@@ -42,18 +43,81 @@ _SCORERS = {
 class ColumnRoles:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    dates: tuple[str, ...] = ()
+
+
+def holds_dates(values: pd.Series) -> bool:
+    """datetime64 (with or without a time zone), or objects that are all dates or datetimes, as
+    pyarrow reads an ISO date column (`datetime.date`)."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return True
+    if values.dtype != object:
+        return False
+    sample = values.dropna().head(1000)
+    return len(sample) > 0 and all(isinstance(value, (date, pd.Timestamp)) for value in sample)
 
 
 def infer_columns(X: pd.DataFrame) -> ColumnRoles:
-    """Numbers and booleans are numeric; text and categories are categorical; the rest is left out."""
-    numeric, categorical = [], []
+    """Numbers and booleans are numeric; text and categories are categorical; dates and datetimes
+    become numeric parts (DateParts); the rest is left out."""
+    numeric, categorical, dates = [], [], []
     for column in X.columns:
         dtype = X[column].dtype
-        if pd.api.types.is_numeric_dtype(dtype):
+        if holds_dates(X[column]):
+            dates.append(column)
+        elif pd.api.types.is_numeric_dtype(dtype):
             numeric.append(column)
         elif isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
             categorical.append(column)
-    return ColumnRoles(tuple(numeric), tuple(categorical))
+    return ColumnRoles(tuple(numeric), tuple(categorical), tuple(dates))
+
+
+class DateParts(TransformerMixin, BaseEstimator):
+    """Dates and datetimes as numbers a model can split on: year, month, day and day of week, plus
+    the hour when the training values carry times of day. Time zones are converted to UTC first;
+    values that do not parse become missing (imputed next)."""
+
+    def fit(self, X: Any, y: Any = None) -> DateParts:
+        frame = pd.DataFrame(X)
+        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        self.parts_ = [
+            [*_DATE_PARTS, *(("hour",) if _has_times(_as_datetime(frame[c])) else ())] for c in frame.columns
+        ]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        frame = pd.DataFrame(X)
+        columns = [
+            getattr(_as_datetime(frame[column]).dt, part).astype("float64").to_numpy()
+            for column, parts in zip(frame.columns, self.parts_, strict=True)
+            for part in parts
+        ]
+        return np.column_stack(columns) if columns else np.empty((len(frame), 0))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        names = self.feature_names_in_ if input_features is None else input_features
+        return np.asarray(
+            [f"{n}_{p}" for n, parts in zip(names, self.parts_, strict=True) for p in parts], dtype=object
+        )
+
+
+_DATE_PARTS = ("year", "month", "day", "dayofweek")
+
+
+def _as_datetime(values: pd.Series) -> pd.Series:
+    """Naive datetimes as they are, aware ones in UTC without the zone; unparsable values as NaT."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    return parsed.dt.tz_localize(None)
+
+
+def _has_times(values: pd.Series) -> bool:
+    present = values.dropna()
+    return bool(len(present)) and bool((present != present.dt.normalize()).any())
 
 
 def build_pipeline(spec: PipelineSpec, roles: ColumnRoles) -> Pipeline:
@@ -85,10 +149,12 @@ def build_pipeline(spec: PipelineSpec, roles: ColumnRoles) -> Pipeline:
             ),
         ]
     )
+    dates = Pipeline([("parts", DateParts()), ("impute", SimpleImputer(strategy="median"))])
     preprocess = ColumnTransformer(
         [
             ("numeric", Pipeline(numeric_steps), list(roles.numeric)),
             ("categorical", categorical, list(roles.categorical)),
+            *([("dates", dates, list(roles.dates))] if roles.dates else []),
         ],
         remainder="drop",
         verbose_feature_names_out=False,

@@ -36,7 +36,7 @@ def _preprocessed(spec, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(preprocess.transform(frame), columns=preprocess.get_feature_names_out())
 
 
-def test_numbers_and_booleans_pass_through_text_is_one_hot_and_dates_are_left_out() -> None:
+def test_numbers_and_booleans_pass_through_text_is_one_hot_and_dates_become_parts() -> None:
     frame = pd.DataFrame(
         {
             "age": [1, 2, 3, 4],
@@ -57,6 +57,14 @@ def test_numbers_and_booleans_pass_through_text_is_one_hot_and_dates_are_left_ou
         "city_b",
         "grade_x",
         "grade_y",
+        "seen_year",
+        "seen_month",
+        "seen_day",
+        "seen_dayofweek",
+    ]
+    # 2024-01-01 was a Monday (0).
+    assert seen_by_model[["seen_year", "seen_month", "seen_day", "seen_dayofweek"]].values.tolist() == [
+        [2024, 1, day, day - 1] for day in (1, 2, 3, 4)
     ]
     assert seen_by_model["age"].tolist() == [1, 2, 3, 4]
     assert seen_by_model["height"].tolist() == [1.5, 2.0, 2.0, 3.0]  # the gap gets the median
@@ -163,3 +171,43 @@ def test_a_declared_id_column_or_the_switch_turns_detection_off() -> None:
     assert list(feature_frame(_five_line(id_column="key"), frame).columns) == ["Unnamed: 0", "x"]
     kept = _five_line(detect_id_columns=False)
     assert list(feature_frame(kept, frame).columns) == ["Unnamed: 0", "key", "x"]
+
+
+def test_dates_become_year_month_day_and_weekday_inside_the_pipeline(tmp_path) -> None:
+    from tasks.data import read_file
+    from tasks.training import DateParts
+
+    # pyarrow reads ISO dates as datetime.date objects, ISO times as datetime64, offsets as UTC.
+    path = tmp_path / "dates.csv"
+    path.write_text(
+        "day,at,zoned,x,y\n"
+        "1970-01-01,2024-01-02 10:00:00,2024-01-02T10:00:00+02:00,1,0\n"
+        "1971-05-03,2024-02-03 11:30:00,2024-02-03T23:30:00Z,2,1\n"
+        ",,,3,0\n"
+    )
+    frame = read_file(str(path), 10)
+    roles = infer_columns(frame.drop(columns="y"))
+    assert roles.dates == ("day", "at", "zoned") and roles.numeric == ("x",)
+    parts = DateParts().fit(frame[["day", "at", "zoned"]])
+    names = list(parts.get_feature_names_out())
+    assert names[:4] == ["day_year", "day_month", "day_day", "day_dayofweek"]
+    assert "at_hour" in names and "day_hour" not in names
+    out = pd.DataFrame(parts.transform(frame[["day", "at", "zoned"]]), columns=names)
+    # 1971-05-03 was a Monday (0); 2024-02-03 23:30 UTC stays the 3rd, a Saturday (5).
+    assert out.loc[1, ["day_year", "day_month", "day_day", "day_dayofweek"]].tolist() == [1971, 5, 3, 0]
+    assert out.loc[0, "zoned_hour"] == 8  # 10:00 at +02:00 is 08:00 UTC
+    assert out.loc[1, "zoned_dayofweek"] == 5
+    assert out.iloc[2].isna().all()
+    # Serving sends the same column as ISO text: the same numbers come out.
+    as_text = frame[["day", "at", "zoned"]].astype(str).where(frame[["day", "at", "zoned"]].notna())
+    assert np.allclose(parts.transform(as_text)[:2], out.to_numpy()[:2])
+
+
+def test_a_date_feature_trains_and_predicts_from_text() -> None:
+    rng = np.random.default_rng(3)
+    days = pd.Series(pd.date_range("2020-01-01", periods=400, freq="D").date)
+    frame = pd.DataFrame({"day": days, "x": rng.normal(size=400)})
+    y = pd.Series((pd.to_datetime(days).dt.dayofweek >= 5).astype(int))  # weekends
+    model, _ = fit_pipeline(_spec(), frame, y)
+    assert model.score(frame, y) > 0.95
+    assert model.predict(pd.DataFrame({"day": ["2026-11-28"], "x": [0.0]})).tolist() == [1]  # a Saturday
