@@ -89,6 +89,8 @@ def test_scores_with_the_champion_and_logs_every_row(project: Path) -> None:
     markdown = next(a for a in artifact if a.key == "scoring-churn").data
     assert "| rows scored | 120 in 1 chunk |" in markdown and "scores.csv" in markdown
     assert "1 (champion)" in markdown and "rows/s" in markdown
+    # A local store has no UI to link to: the model's URI stands in for the link.
+    assert "| in MLflow | model `models:/churn/1` |" in markdown
 
 
 def test_a_named_version_is_used_and_recorded(project: Path) -> None:
