@@ -95,3 +95,17 @@ def test_class_seen_only_in_the_holdout_is_refused_by_name(project: Path) -> Non
     assert "\n" not in message
     assert "'label'" in message and "rare_" in message
     assert registry.list_versions("rare") == []
+
+
+def test_an_iso_date_feature_trains_through_the_flow(project: Path) -> None:
+    """vega's cars: a `Year` column of ISO dates. The model sees its numeric parts."""
+    rows = classification_frame(rows=300)
+    days = pd.date_range("1970-01-01", periods=300, freq="7D")
+    path = project / "data" / "train.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.assign(Year=days.strftime("%Y-%m-%d")).to_csv(path, index=False)
+    result = training_flow(spec=str(write_spec(project, "dated", "../data/train.csv")))
+    assert result["outcome"] == "promoted"
+    model = registry.load_model("dated", result["version"])
+    names = list(model.named_steps["preprocess"].get_feature_names_out())
+    assert {"Year_year", "Year_month", "Year_day", "Year_dayofweek"} <= set(names)
