@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -24,7 +24,9 @@ def train(
     for spec in specs:
         state = training_flow(spec=spec, data_path=data, allow_promotion=not no_promote, return_state=True)
         try:
-            result: dict[str, Any] = state.result()
+            # The flow returns a Completed state carrying the outcome; the run's final state is
+            # that state, and its result is the outcome dict.
+            result = cast("dict[str, Any]", state.result())
         except BaseException as exc:  # the flow's own exception, re-raised from its final state
             if not isinstance(exc, ConveyorError):
                 raise
