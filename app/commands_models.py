@@ -33,6 +33,9 @@ def train(
             report_error(exc)
             worst = max(worst, exit_code_of(exc))
             continue
+        if result.get("version") is None:  # skipped by the retraining policy: nothing was trained
+            say(f"{result['model']}: {result.get('message') or result['reason']}")
+            continue
         champion = result["champion"] or "none"
         value = result["value"]
         shown = "n/a" if value is None else f"{value:.4f}"
