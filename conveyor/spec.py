@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
+import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from conveyor.errors import SpecError
 
 TaskType = Literal["binary", "multiclass", "regression"]
+
+# A spec is data a person wrote, read by watch and deploy for every model: bound what it may cost.
+MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_NODES = 100_000  # values after YAML aliases are expanded
+MAX_SPEC_DEPTH = 50
+# Counts a spec may ask an estimator for (n_estimators, max_iter, ...): beyond this a fit never ends.
+MAX_COUNT_PARAM = 100_000
+ESTIMATOR_PACKAGES_ENV = "CONVEYOR_ESTIMATOR_PACKAGES"
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 # Metric name -> (task types it fits, greater is better).
 METRICS: dict[str, tuple[frozenset[str], bool]] = {
@@ -64,8 +77,8 @@ class DataSpec(_Section):
 class SearchSpec(_Section):
     method: Literal["grid", "random"] = "random"
     params: dict[str, list[Any]]
-    n_iter: int = Field(10, ge=1)
-    cv: int = Field(3, ge=2)
+    n_iter: int = Field(10, ge=1, le=1000)
+    cv: int = Field(3, ge=2, le=20)
 
 
 class ModelSpec(_Section):
@@ -78,6 +91,20 @@ class ModelSpec(_Section):
     def _importable_estimator(cls, value: str | None) -> str | None:
         if value is not None:
             import_estimator(value)
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _valid_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if estimator := info.data.get("estimator"):
+            check_params(import_estimator(estimator), value)
+        return value
+
+    @field_validator("search")
+    @classmethod
+    def _valid_search(cls, value: SearchSpec | None, info: ValidationInfo) -> SearchSpec | None:
+        if value is not None and (estimator := info.data.get("estimator")):
+            check_search(import_estimator(estimator), value)
         return value
 
 
@@ -141,7 +168,7 @@ class ScheduleSpec(_Section):
 
 
 class PipelineSpec(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     description: str = ""
     task: TaskType | None = None
     data: DataSpec
@@ -161,10 +188,27 @@ class PipelineSpec(_Section):
                     raise ValueError(f"metric {name!r} does not fit a {self.task} task")
         return self
 
+    @model_validator(mode="after")
+    def _default_estimator_params(self) -> PipelineSpec:
+        """The default estimator depends on the task: check its parameters once the task is known."""
+        if self.task is not None and self.model.estimator is None:
+            estimator = import_estimator(DEFAULT_ESTIMATOR[self.task])
+            try:
+                check_params(estimator, self.model.params)
+                if self.model.search is not None:
+                    check_search(estimator, self.model.search)
+            except ValueError as exc:
+                raise ValueError(f"'model.params': {exc}") from None
+        return self
+
     def for_task(self, task: TaskType) -> PipelineSpec:
         """The spec with its task type settled (inferred from the target when not given)."""
         spec = self.model_copy(update={"task": task})
-        return PipelineSpec.model_validate(spec.model_dump())
+        try:
+            return PipelineSpec.model_validate(spec.model_dump())
+        except ValidationError as exc:
+            problems = "; ".join(_describe(dict(error)) for error in exc.errors())
+            raise SpecError(f"{self.source or '<spec>'}: {problems}") from None
 
     @property
     def primary_metric(self) -> str:
@@ -200,13 +244,27 @@ class PipelineSpec(_Section):
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+def estimator_packages() -> tuple[str, ...]:
+    """The packages a spec may take its estimator from: scikit-learn, and those the project lists
+    in CONVEYOR_ESTIMATOR_PACKAGES (comma-separated, e.g. `xgboost,lightgbm`)."""
+    listed = os.environ.get(ESTIMATOR_PACKAGES_ENV, "")
+    return ("sklearn", *(name.strip() for name in listed.split(",") if name.strip()))
+
+
 def import_estimator(path: str) -> type:
-    """Import `package.module.Class` and check that it is a scikit-learn estimator."""
+    """Import `package.module.Class` from an allowed package and check that it is a scikit-learn
+    estimator. The package is checked from the path alone, before anything is imported."""
     from sklearn.base import BaseEstimator
 
     module_name, _, class_name = path.rpartition(".")
-    if not module_name:
+    if not module_name or not _IMPORT_PATH.match(path):
         raise ValueError(f"estimator {path!r} is not an import path like sklearn.linear_model.Ridge")
+    allowed = estimator_packages()
+    if module_name.split(".")[0] not in allowed:
+        raise ValueError(
+            f"estimator {path!r} is outside the allowed packages {list(allowed)} "
+            f"(list its package in {ESTIMATOR_PACKAGES_ENV} to allow it)"
+        )
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
@@ -214,6 +272,42 @@ def import_estimator(path: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
         raise ValueError(f"estimator {path!r} is not a scikit-learn estimator")
     return cls
+
+
+def check_params(estimator: type, params: dict[str, Any]) -> None:
+    """Refuse parameters the estimator does not take, values of the wrong type or range (its own
+    `_parameter_constraints`), and counts so large that a fit would never end."""
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
+    signature = inspect.signature(estimator)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = sorted(set(params) - set(signature.parameters) - {"self"})
+    if unknown and not takes_any:
+        known = sorted(set(signature.parameters) - {"self"})
+        raise ValueError(f"unknown parameter {unknown[0]!r} for {estimator.__name__} (it takes {', '.join(known)})")
+    for key, value in params.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if _is_count(key) and number and math.isfinite(value) and abs(value) > MAX_COUNT_PARAM:
+            raise ValueError(f"{key} = {value:g} is above {MAX_COUNT_PARAM} (a fit would not end)")
+    constraints = getattr(estimator, "_parameter_constraints", None)
+    if isinstance(constraints, dict):
+        try:
+            validate_parameter_constraints(constraints, params, caller_name=estimator.__name__)
+        except InvalidParameterError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def check_search(estimator: type, search: SearchSpec) -> None:
+    """Every candidate value of a search, checked like a parameter."""
+    for key, values in search.params.items():
+        if len(values) > 1000:
+            raise ValueError(f"search.params.{key}: {len(values)} candidates, at most 1000")
+        for value in values:
+            check_params(estimator, {key: value})
+
+
+def _is_count(key: str) -> bool:
+    return key.startswith(("n_", "max_")) and key not in {"max_features", "max_samples"}
 
 
 def _location(error: dict[str, Any]) -> str:
@@ -237,8 +331,58 @@ def parse_spec(raw: Any, source: str = "<spec>") -> PipelineSpec:
     try:
         return PipelineSpec.model_validate({**raw, "source": source})
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        problems = "; ".join(_describe(dict(error)) for error in exc.errors())
         raise SpecError(f"{source}: {problems}") from None
+
+
+def safe_load_bounded(text: str, source: str) -> Any:
+    """yaml.safe_load, but the node graph is measured before any object is built: aliases
+    expanding past MAX_SPEC_NODES values, nesting past MAX_SPEC_DEPTH, or an alias that contains
+    itself are refused (a few lines of aliases can otherwise expand to gigabytes)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise SpecError(f"{source}: nested deeper than {MAX_SPEC_DEPTH} levels") from None
+        if node is None:
+            return None
+        _measure(node, 0, {}, set(), source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _measure(
+    node: yaml.Node, depth: int, seen: dict[int, tuple[int, int]], open_: set[int], source: str
+) -> tuple[int, int]:
+    """(values, depth) the node expands to; memoised per node, so shared aliases cost nothing here."""
+    key = id(node)
+    if key in open_:
+        raise SpecError(f"{source}: line {node.start_mark.line + 1}: a YAML alias refers to itself")
+    if key not in seen:
+        open_.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        size, height = 1, 0
+        for child in children:
+            child_size, child_height = _measure(child, depth + 1, seen, open_, source)
+            size, height = size + child_size, max(height, child_height + 1)
+            if size > MAX_SPEC_NODES:
+                raise SpecError(
+                    f"{source}: line {node.start_mark.line + 1}: expands to more than {MAX_SPEC_NODES} values "
+                    "(YAML aliases repeated inside each other?)"
+                )
+        open_.discard(key)
+        seen[key] = (size, height)
+    size, height = seen[key]
+    if depth + height > MAX_SPEC_DEPTH:
+        raise SpecError(f"{source}: line {node.start_mark.line + 1}: nested deeper than {MAX_SPEC_DEPTH} levels")
+    return size, height
 
 
 def load_spec(path: str | Path) -> PipelineSpec:
@@ -246,8 +390,11 @@ def load_spec(path: str | Path) -> PipelineSpec:
     file = Path(path)
     if not file.is_file():
         raise SpecError(f"{file}: spec file not found")
+    size = file.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"{file}: {size} bytes is above the {MAX_SPEC_BYTES // 1_000_000} MB a spec may hold")
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        raw = safe_load_bounded(file.read_text(encoding="utf-8"), str(file))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
