@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.stack.config import StackConfig, StackError
 
@@ -48,10 +49,22 @@ class StackState:
             return None
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            services = {name: Service(**svc) for name, svc in raw.pop("services").items()}
+            services = {name: Service(**_upgraded(svc)) for name, svc in raw.pop("services").items()}
             return cls(**raw, services=services)
         except (ValueError, TypeError, KeyError) as exc:
             raise StackError(f"{path}: unreadable stack state ({exc}); remove it by hand") from None
+
+
+def _upgraded(service: dict[str, Any]) -> dict[str, Any]:
+    """A service recorded before psutil (kernel start ticks) as one recorded now (creation time)."""
+    if "start_ticks" in service:
+        import os
+
+        import psutil
+
+        ticks = service.pop("start_ticks")
+        service["create_time"] = psutil.boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    return service
 
 
 def read_state(config: StackConfig) -> StackState | None:

@@ -82,3 +82,27 @@ def test_a_train_deployment_form_requires_nothing_so_quick_run_opens_no_dialog()
     form = spec_form(training_form(TRAINING_SCHEMA, ["iris", "wine"]), "wine")
     assert "required" not in form  # Prefect's UI opens the parameters dialog iff `required` is non-empty
     assert form["properties"]["spec"]["enum"] == ["wine"] and form["properties"]["spec"]["default"] == "wine"
+
+
+def test_a_process_is_alive_only_with_its_own_creation_time_and_old_records_still_read(tmp_path: Path) -> None:
+    """`down` must stop what `up` started, never a later process that reused the pid."""
+    import json
+
+    import psutil
+
+    from app.stack.processes import is_alive, process_tree
+    from app.stack.state import Service, StackState
+
+    me = psutil.Process()
+    assert is_alive(Service("worker", me.pid, me.create_time(), "", []))
+    assert not is_alive(Service("worker", me.pid, me.create_time() - 5, "", []))  # the pid, reused
+    assert me.pid in process_tree(me.pid)
+    # A stack.json written before psutil recorded the kernel's start ticks (field 22 of /proc/<pid>/stat).
+    stat = Path(f"/proc/{me.pid}/stat").read_text()
+    ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+    legacy = {"name": "worker", "pid": me.pid, "start_ticks": ticks, "log": "", "cmd": []}
+    path = tmp_path / "stack.json"
+    fields = {"root": str(tmp_path), "profile": "sqlite", "prefect_ui_url": "", "prefect_api_url": "", "mlflow_url": ""}
+    path.write_text(json.dumps({**fields, "started_at": 0, "services": {"worker": legacy}}))
+    state = StackState.load(path)
+    assert state is not None and is_alive(state.services["worker"])
