@@ -28,6 +28,8 @@ from conveyor.spec import PipelineSpec, TaskType
 _READ_CHUNK = 1 << 20
 _PARQUET = {".parquet", ".pq"}
 _CSV = {".csv", ".tsv", ".txt"}
+# More files than this in one dataset is a mistake (a path at the wrong folder), not a dataset.
+MAX_FILES = 1000
 _COMPRESSED = {".gz", ".bz2", ".xz", ".zst", ".zip"}
 # Delimiters a CSV export may have used instead of the comma, in the order they are tried.
 _OTHER_DELIMITERS = (";", "\t", "|")
@@ -78,27 +80,41 @@ def _kind(path: str) -> str:
     return "parquet" if suffixes and suffixes[-1] in _PARQUET else "csv"
 
 
-def resolve_files(pattern: str) -> list[str]:
-    """The data files a path or glob names, sorted; a clear error when there are none."""
+def resolve_files(pattern: str, max_files: int = MAX_FILES) -> list[str]:
+    """The data files a path or glob names, sorted; a clear error when there are none, when the
+    path is a symlink loop, or when there are more than `max_files` (counted before any is read)."""
     if any(char in pattern for char in "*?["):
         files = sorted(path for path in glob.glob(pattern, recursive=True) if Path(path).is_file())
         if not files:
             raise DataError(f"{display_path(pattern)}: the glob matches no file")
-        return files
+        return _bounded(pattern, files, max_files)
     path = Path(pattern)
     if path.is_dir():
         data_suffixes = _PARQUET | _CSV
         files = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in data_suffixes)
         if not files:
             raise DataError(f"{display_path(pattern)}: the folder holds no .csv or .parquet file")
-        return files
+        return _bounded(pattern, files, max_files)
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(
+                f"{display_path(pattern)}: a symbolic link that leads nowhere (a loop, or a missing target)"
+            )
         parent = path.parent
         where = "" if parent.is_dir() else f" (the folder {display_path(str(parent))} does not exist)"
         raise DataError(f"{display_path(pattern)}: no such file{where}")
     if not path.is_file():
         raise DataError(f"{display_path(pattern)}: not a regular file")
     return [str(path)]
+
+
+def _bounded(pattern: str, files: list[str], max_files: int) -> list[str]:
+    if len(files) > max_files:
+        raise DataError(
+            f"{display_path(pattern)}: names {len(files)} files, more than the {max_files} one dataset may hold "
+            "(combine them into fewer, larger files, or point data.path at a narrower glob)"
+        )
+    return files
 
 
 def file_digest(path: str) -> str:

@@ -86,9 +86,7 @@ def test_blank_lines_only(tmp_path: Path) -> None:
 def test_not_utf8_header_is_named_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "header.csv"
     path.write_bytes(b"id,na\xefve\n1,2\n")
-    with pytest.raises(
-        DataError, match=r"header.csv: not UTF-8 text: byte 0xef at line 1, column 6"
-    ):
+    with pytest.raises(DataError, match=r"header.csv: not UTF-8 text: byte 0xef at line 1, column 6"):
         read_file(str(path), 10)
 
 
@@ -99,9 +97,7 @@ def test_single_column_against_the_contract_is_a_delimiter_error(tmp_path: Path)
         1,
         1,
     )  # nothing to compare with: a valid 1-column file
-    with pytest.raises(
-        DataError, match=r"parsed as a single column 'a b c' but the contract expects 3 columns"
-    ):
+    with pytest.raises(DataError, match=r"parsed as a single column 'a b c' but the contract expects 3 columns"):
         read_file(str(path), 10, expected_columns=["a", "b", "c"])
 
 
@@ -141,9 +137,7 @@ def test_files_of_a_glob_must_share_columns(tmp_path: Path) -> None:
     frame = good_frame(rows=10)
     frame.to_csv(tmp_path / "1.csv", index=False)
     frame.drop(columns=["colour"]).assign(color="red").to_csv(tmp_path / "2.csv", index=False)
-    with pytest.raises(
-        DataError, match=r"2.csv: column 'colour' missing; unexpected column 'color'"
-    ):
+    with pytest.raises(DataError, match=r"2.csv: column 'colour' missing; unexpected column 'color'"):
         load_dataset(str(tmp_path / "*.csv"))
 
 
@@ -168,26 +162,16 @@ def test_contract_columns_reads_the_column_set(tmp_path: Path) -> None:
     assert contract_columns(path) is None
     path.write_text("{not json")
     assert contract_columns(path) is None
-    suite = {
-        "expectations": [
-            {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["a", "b"]}}
-        ]
-    }
+    suite = {"expectations": [{"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["a", "b"]}}]}
     path.write_text(json.dumps(suite))
     assert contract_columns(path) == ["a", "b"]
 
 
 def test_load_data_task_uses_the_contract_to_spot_a_wrong_delimiter(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("a b c\n1 2 3\n")
-    spec = parse_spec(
-        {"name": "m", "data": {"path": "data.csv", "target": "c"}}, str(tmp_path / "m.yaml")
-    )
+    spec = parse_spec({"name": "m", "data": {"path": "data.csv", "target": "c"}}, str(tmp_path / "m.yaml"))
     assert load_data.fn(spec).frame.shape == (1, 1)
-    suite = {
-        "expectations": [
-            {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["a", "b", "c"]}}
-        ]
-    }
+    suite = {"expectations": [{"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["a", "b", "c"]}}]}
     (tmp_path / "m.expectations.json").write_text(json.dumps(suite))
     with pytest.raises(DataError, match=r"data.csv: parsed as a single column"):
         load_data.fn(spec)
@@ -195,9 +179,7 @@ def test_load_data_task_uses_the_contract_to_spot_a_wrong_delimiter(tmp_path: Pa
 
 def test_load_data_task_resolves_an_override_path_against_the_spec(tmp_path: Path) -> None:
     (tmp_path / "other.csv").write_text("a,c\n1,2\n")
-    spec = parse_spec(
-        {"name": "m", "data": {"path": "missing.csv", "target": "c"}}, str(tmp_path / "m.yaml")
-    )
+    spec = parse_spec({"name": "m", "data": {"path": "missing.csv", "target": "c"}}, str(tmp_path / "m.yaml"))
     dataset: Dataset = load_data.fn(spec, "other.csv")
     assert dataset.frame.shape == (1, 2)
     with pytest.raises(DataError, match=r"missing.csv: no such file"):
@@ -238,3 +220,26 @@ def test_a_class_with_one_row_that_lands_in_the_holdout_is_refused_by_name() -> 
         else:
             assert set(split.y_test) <= set(split.y_train)
     assert refused > 0
+
+
+def test_a_symlink_loop_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
+    (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv")
+    with pytest.raises(DataError, match=r"a\.csv: a symbolic link that leads nowhere \(a loop"):
+        resolve_files(str(tmp_path / "a.csv"))
+    # Through a spec, whose relative data.path is resolved against the spec's folder first.
+    spec = parse_spec({"name": "t", "data": {"path": "a.csv", "target": "y"}}, str(tmp_path / "t.yaml"))
+    with pytest.raises(DataError, match="symbolic link"):
+        load_data.fn(spec)
+
+
+def test_a_folder_of_too_many_files_is_refused_before_reading(tmp_path: Path) -> None:
+    from tasks.data import MAX_FILES
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(MAX_FILES + 1):
+        (folder / f"part-{index:05d}.csv").write_text("x,y\n1,2\n")
+    for pattern in (str(folder), str(folder / "*.csv")):
+        with pytest.raises(DataError, match=f"names {MAX_FILES + 1} files, more than the {MAX_FILES}"):
+            load_dataset(pattern)
