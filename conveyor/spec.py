@@ -230,7 +230,8 @@ class PipelineSpec(_Section):
         """A data path relative to the spec's folder, unless absolute or a URI."""
         if "://" in path or Path(path).is_absolute():
             return path
-        return str((self.spec_dir / path).resolve())
+        # realpath, not Path.resolve: a symlink loop must reach the loader, which names it, not raise here.
+        return os.path.realpath(self.spec_dir / path)
 
     @property
     def contract_path(self) -> Path:
