@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -23,12 +24,17 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def usable(value: float | None) -> bool:
+    """A metric that can be compared: present and a finite number (NaN never passes a gate)."""
+    return value is not None and math.isfinite(value)
+
+
 def floor_failures(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
     """Each floor the metrics miss, described; a floor is a minimum or, for losses, a maximum."""
     failures = []
     for name, bound in sorted(floors.items()):
         value = metrics.get(name)
-        if value is None:
+        if value is None or not usable(value):
             failures.append(f"{name} could not be computed (floor {_fmt(bound)})")
             continue
         greater = METRICS[name][1]
@@ -50,18 +56,27 @@ def decide(
     failures = floor_failures(candidate, floors)
     if failures:
         return Decision("rejected", "; ".join(failures))
-    if metric not in candidate:
+    value = candidate.get(metric)
+    if value is None or not usable(value):
         return Decision("rejected", f"the primary metric {metric} could not be computed")
-    value = candidate[metric]
-    if champion is None or metric not in champion:
+    if champion is None:
         return Decision("promoted", f"no champion to compare with; {metric} {_fmt(value)} passes every floor")
-    best = champion[metric]
+    best = champion.get(metric)
+    if best is None or not usable(best):
+        return Decision(
+            "promoted",
+            f"the champion's {metric} could not be computed on this holdout; {metric} {_fmt(value)} passes every floor",
+        )
     gain = value - best if METRICS[metric][1] else best - value
     if gain > margin or (margin == 0 and gain > 0):
         return Decision(
             "promoted",
-            f"{metric} {_fmt(value)} beats the champion's {_fmt(best)} by {_fmt(gain)} (margin {_fmt(margin)})",
+            f"{metric} {_fmt(value)} beats the champion's {metric} {_fmt(best)} by {_fmt(gain)} "
+            f"(margin {_fmt(margin)})",
         )
+    better = "higher" if METRICS[metric][1] else "lower"
     return Decision(
-        "kept", f"{metric} {_fmt(value)} does not beat the champion's {_fmt(best)} by the margin {_fmt(margin)}"
+        "kept",
+        f"{metric} {_fmt(value)} is not {better} than the champion's {metric} {_fmt(best)} by more than the margin "
+        f"{_fmt(margin)}",
     )

@@ -37,6 +37,18 @@ class RegistryError(ConveyorError):
     exit_code = 4
 
 
+class UnreachableError(ConveyorError):
+    """A service Conveyor needs (the tracking server, the Prefect API, PostgreSQL) does not answer."""
+
+    exit_code = 6
+
+
+class BusyError(ConveyorError):
+    """Another run holds the model's lock and did not let go within the timeout."""
+
+    exit_code = 7
+
+
 def retry_unless_expected(task: object, task_run: object, state: object) -> bool:
     """Prefect retry condition: retry I/O hiccups, never an expected failure (retrying can't fix it)."""
     try:

@@ -4,35 +4,39 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-# The modules that decide what a training run produces; a change to any other (the CLI, the
-# stack, monitoring) does not make a new model.
-_TRAINING_CODE = (
-    "conveyor/spec.py",
-    "conveyor/decision.py",
-    "flows/training.py",
-    "tasks/data.py",
-    "tasks/contracts.py",
-    "tasks/training.py",
-    "tasks/evaluation.py",
-)
-# The libraries whose versions change what a fit produces or how the model loads.
-_RUNTIME = ("scikit-learn", "numpy", "scipy", "pandas", "skops", "mlflow")
+# The code that decides what a training run registers: the core, every task (data, contracts,
+# training, evaluation, packaging, profile, registry) and the training flow. Monitoring, scoring
+# and the app do not change a registered model, but they live beside it and a stricter key only
+# costs one refit after an upgrade, never a stale model.
+_TRAINING_CODE = ("conveyor", "tasks", "flows/training.py")
+# The runtime whose versions change what a fit produces or how the model loads and is profiled.
+_RUNTIME = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "skops", "mlflow")
+
+
+def _code_files(root: Path) -> list[Path]:
+    files: list[Path] = []
+    for relative in _TRAINING_CODE:
+        path = root / relative
+        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else [])
+    return files
 
 
 @cache
 def code_digest() -> str:
-    """sha256 of the training code and the versions of the libraries the model needs."""
+    """sha256 of the training code, the Python version and the versions of the libraries the model needs."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for relative in _TRAINING_CODE:
-        file = root / relative
-        digest.update(relative.encode())
-        digest.update(file.read_bytes() if file.is_file() else b"")
+    for file in _code_files(root):
+        digest.update(file.relative_to(root).as_posix().encode())
+        digest.update(file.read_bytes())
+    major, minor = sys.version_info[:2]
+    digest.update(f"python {major}.{minor}".encode())
     for requirement in pinned_requirements():
         digest.update(requirement.encode())
     return digest.hexdigest()
@@ -69,24 +73,26 @@ def pinned_requirements() -> tuple[str, ...]:
 class Lineage:
     data_digest: str
     spec_digest: str
+    contract_digest: str
     code_digest: str
     code_revision: str
 
     @property
     def key(self) -> str:
-        """Same data, spec and code give the same key: the content address of a training run."""
-        joined = f"{self.data_digest}:{self.spec_digest}:{self.code_digest}"
+        """Same data, spec, contract and code give the same key: the content address of a training run."""
+        joined = f"{self.data_digest}:{self.spec_digest}:{self.contract_digest}:{self.code_digest}"
         return hashlib.sha256(joined.encode()).hexdigest()
 
     def tags(self) -> dict[str, str]:
         return {
             "conveyor.data_digest": self.data_digest,
             "conveyor.spec_digest": self.spec_digest,
+            "conveyor.contract_digest": self.contract_digest,
             "conveyor.code_digest": self.code_digest,
             "conveyor.code_revision": self.code_revision,
             "conveyor.lineage_key": self.key,
         }
 
 
-def lineage_of(data_digest: str, spec_digest: str) -> Lineage:
-    return Lineage(data_digest, spec_digest, code_digest(), git_revision())
+def lineage_of(data_digest: str, spec_digest: str, contract_digest: str) -> Lineage:
+    return Lineage(data_digest, spec_digest, contract_digest, code_digest(), git_revision())

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
+from conveyor import locks
 from conveyor.errors import retry_unless_expected
 
 logger = logging.getLogger(__name__)
@@ -25,25 +26,29 @@ IO_TASK: dict[str, Any] = {
     "cache_policy": NO_CACHE,
 }
 
-# How long a second training run of the same model waits for the first before it fails.
-SLOT_TIMEOUT_SECONDS = 6 * 3600
 
-
-def slot_name(model: str) -> str:
-    return f"train-{model}"
+def slot_timeout() -> float:
+    """How long a training run waits for another run of the same model (`CONVEYOR_SLOT_TIMEOUT_SECONDS`)."""
+    return float(os.environ.get("CONVEYOR_SLOT_TIMEOUT_SECONDS", "3600"))
 
 
 @contextlib.contextmanager
-def model_slot(model: str, timeout_seconds: float = SLOT_TIMEOUT_SECONDS) -> Iterator[None]:
-    """Hold the model's training slot (a Prefect global concurrency limit of 1) for the block.
+def model_slot(model: str, timeout_seconds: float | None = None) -> Iterator[None]:
+    """Hold the model's training slot for the block: one training run per model and project.
 
-    A second run of the same model waits, visibly, in Running until the first one is done.
+    The slot dies with its holder (see conveyor.locks); a run that waits says who holds it, and
+    gives up with a clear error after the timeout.
     """
-    name = slot_name(model)
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit=1)
-    logger.info("waiting for the training slot %r", name)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+    from conveyor import registry
+
+    what = f"training {model}" + (f" (Prefect flow run {flow_run.id})" if flow_run.id else "")
+    with locks.model_lock(
+        "train",
+        model,
+        slot_timeout() if timeout_seconds is None else timeout_seconds,
+        what,
+        holder=lambda: registry.running_training(model),
+    ):
         yield
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import tempfile
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from conveyor import settings
-from conveyor.errors import RegistryError
+from conveyor.errors import RegistryError, UnreachableError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -31,6 +30,31 @@ def client() -> Any:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_reachable(timeout: float = 3.0) -> None:
+    """Fail in seconds, not minutes, when the tracking server or database does not answer
+    (MLflow itself retries an unreachable server for about 4.5 minutes)."""
+    uri = settings.tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise UnreachableError(
+                f"the MLflow tracking server {settings.masked(uri)} does not answer ({type(exc).__name__}); "
+                "start it (make up) or point MLFLOW_TRACKING_URI at a running one"
+            ) from None
+    elif uri.startswith("postgresql"):
+        import psycopg
+
+        dsn = uri.replace("postgresql+psycopg2://", "postgresql://").replace("postgresql+psycopg://", "postgresql://")
+        try:
+            psycopg.connect(dsn, connect_timeout=max(1, int(timeout))).close()
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnreachableError(f"the tracking database {settings.masked(uri)} does not answer: {first}") from None
 
 
 def ensure_experiment(name: str) -> str:
@@ -60,6 +84,65 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
 
 def end_run(run_id: str, failed: bool = False) -> None:
     client().set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def delete_run(run_id: str) -> None:
+    client().delete_run(run_id)
+
+
+def reopen_run(run_id: str) -> None:
+    """Mark a run RUNNING again: a rerun finishes the job of a run that was interrupted."""
+    client().update_run(run_id, status="RUNNING")
+
+
+def rename_run(run_id: str, name: str, note: str | None = None) -> None:
+    """Rename a run once its outcome is known; the note is Markdown in the run's description."""
+    tags = {"mlflow.runName": name}
+    if note is not None:
+        tags["mlflow.note.content"] = note
+    set_tags(run_id, tags)
+
+
+def training_runs(name: str, status: str | None = None, limit: int = 50) -> list[Any]:
+    """The model's training runs, newest first, optionally only those in `status` (e.g. RUNNING)."""
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        return []
+    query = "tags.`conveyor.kind` = 'training'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    return list(
+        mlflow_client.search_runs(
+            [experiment.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=limit
+        )
+    )
+
+
+def running_training(name: str) -> str:
+    """Who trains `name` right now, in words (for a run that waits for the model's slot)."""
+    runs = training_runs(name, status="RUNNING", limit=1)
+    if not runs:
+        return "another run (no training run of this model is RUNNING in MLflow)"
+    run = runs[0]
+    flow = run.data.tags.get("conveyor.prefect_flow_run_id") or "?"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000))
+    return f"MLflow run {run.info.run_id} (Prefect flow run {flow}), started {started}"
+
+
+def close_interrupted_runs(name: str, keep: str | None = None) -> list[str]:
+    """End FAILED every training run of `name` still RUNNING but `keep`.
+
+    Called while holding the model's training slot: no other training run of this model can be
+    alive, so a RUNNING one was killed (SIGKILL, a lost worker) before it could end itself."""
+    closed = []
+    for run in training_runs(name, status="RUNNING"):
+        if run.info.run_id == keep:
+            continue
+        set_tags(run.info.run_id, {"conveyor.error": "interrupted: ended by the next training run of this model"})
+        end_run(run.info.run_id, failed=True)
+        closed.append(str(run.info.run_id))
+    return closed
 
 
 def log_params(run_id: str, params: dict[str, Any]) -> None:
@@ -104,10 +187,10 @@ def log_bytes(run_id: str, files: dict[str, bytes], artifact_path: str) -> None:
 
 def log_dataset_input(run_id: str, frame: Any, name: str, digest: str, source: str, target: str) -> None:
     """Record the training data as an MLflow dataset input (schema, digest and source, not rows)."""
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.entities import DatasetInput, InputTag
 
-    dataset = mlflow.data.from_pandas(frame.head(0), source=source, targets=target, name=name, digest=digest[:36])
+    dataset = from_pandas(frame.head(0), source=source, targets=target, name=name, digest=digest[:36])
     entity = dataset._to_mlflow_entity()
     client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
 
@@ -194,16 +277,42 @@ def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str
     raise AssertionError("unreachable")
 
 
-def discard_version(name: str, version: str) -> None:
-    """Delete a version whose run failed before its decision was recorded (its aliases go too)."""
-    with contextlib.suppress(Exception):  # already gone; the original error is what matters
+def discard_undecided(name: str, version: str) -> bool:
+    """Delete a version whose run failed before its promotion began: no intent written, no alias
+    on it. A version past that point is left for the rerun to finish (True when deleted)."""
+    with contextlib.suppress(Exception):  # the original error is what matters
+        model_version = client().get_model_version(name, str(version))
+        if "conveyor.intent" in model_version.tags or "conveyor.decision" in model_version.tags:
+            return False
+        if getattr(model_version, "aliases", None):
+            return False
         client().delete_model_version(name, str(version))
+        return True
+    return False
 
 
 def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
     mlflow_client = client()
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, version, key, str(value))
+
+
+def delete_version_tag(name: str, version: str, key: str) -> None:
+    with contextlib.suppress(Exception):  # not set
+        client().delete_model_version_tag(name, str(version), key)
+
+
+def describe_version(name: str, version: str, description: str) -> None:
+    client().update_model_version(name, str(version), description=description)
+
+
+def describe_model(name: str, description: str) -> None:
+    """The registered model's description (from its spec), written when it changes."""
+    mlflow_client = client()
+    with contextlib.suppress(Exception):  # already exists
+        mlflow_client.create_registered_model(name, tags={"conveyor.managed": "true"})
+    if (mlflow_client.get_registered_model(name).description or "") != description:
+        mlflow_client.update_registered_model(name, description=description)
 
 
 def alias_version(name: str, alias: str) -> Any | None:
@@ -258,6 +367,23 @@ def record_audit(name: str, entry: dict[str, Any]) -> None:
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 
 
+def audit_recorded(name: str, version: str, outcome: str) -> bool:
+    """Whether the audit trail already holds this decision (a rerun finishing a job writes it once)."""
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    if experiment is None:
+        return False
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`conveyor.model` = '{name}' and tags.`conveyor.version` = '{version}' "
+            f"and tags.`conveyor.outcome` = '{outcome}'"
+        ),
+        max_results=1,
+    )
+    return bool(runs)
+
+
 def audit_trail(name: str, limit: int = 50) -> list[dict[str, Any]]:
     mlflow_client = client()
     experiment = mlflow_client.get_experiment_by_name(AUDIT_EXPERIMENT)
@@ -276,31 +402,11 @@ def audit_trail(name: str, limit: int = 50) -> list[dict[str, Any]]:
     ]
 
 
-@contextlib.contextmanager
-def promotion_lock(name: str, timeout: float = 120) -> Iterator[None]:
-    """Serialise promotions of one model: a PostgreSQL advisory lock when the store is PostgreSQL,
-    else a file lock under .conveyor/locks (one machine)."""
-    uri = settings.tracking_uri()
-    if uri.startswith("postgresql"):
-        import psycopg2
+def promotion_lock(name: str, timeout: float = 120) -> contextlib.AbstractContextManager[str]:
+    """Serialise promotions of one model where every runner sees it (see conveyor.locks)."""
+    from conveyor import locks
 
-        key = int.from_bytes(hashlib.sha256(f"conveyor:{name}".encode()).digest()[:8], "big", signed=True)
-        dsn = uri.replace("postgresql+psycopg2://", "postgresql://")
-        with contextlib.closing(psycopg2.connect(dsn)) as connection:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_lock(%s)", (key,))
-                try:
-                    yield
-                finally:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        return
-    from filelock import FileLock
-
-    folder = Path(os.environ.get("CONVEYOR_LOCK_DIR") or settings.state_dir() / "locks")
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / f"{name}.lock"), timeout=timeout):
-        yield
+    return locks.model_lock("promote", name, timeout, what=f"promoting {name}")
 
 
 def to_json(data: Any) -> str:
@@ -339,14 +445,5 @@ def delete_model_tag(name: str, key: str) -> None:
 
 def last_training_start(name: str) -> float | None:
     """When the model's latest training run started (epoch seconds), from the tracking store."""
-    mlflow_client = client()
-    experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is None:
-        return None
-    runs = mlflow_client.search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.`conveyor.kind` = 'training'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    runs = training_runs(name, limit=1)
     return runs[0].info.start_time / 1000 if runs else None

@@ -40,3 +40,18 @@ def artifact_root() -> str:
 
 def pipelines_dir() -> Path:
     return project_root() / "pipelines"
+
+
+def user_path(path: str, base: Path | None = None) -> str:
+    """A path a person typed: absolute or a URI as is, else relative to `base` (the working
+    directory for the CLI) or, without one, to the project root (deployments and triggers)."""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str(((base or project_root()) / path).resolve())
+
+
+def masked(url: str) -> str:
+    """A URL with its password replaced by ***, for messages and logs."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^/]*@", r"\1***@", url)

@@ -160,6 +160,7 @@ class MonitoringSpec(_Section):
     performance_tolerance: float = Field(0.05, ge=0, description="Allowed drop of the primary metric.")
     retrain_on: tuple[Literal["new_data", "drift", "performance"], ...] = ("new_data", "performance")
     cooldown_minutes: float = Field(60, ge=0)
+    cooldown_on: tuple[Literal["new_data", "drift", "performance"], ...] = ("drift", "performance")
 
 
 class ScheduleSpec(_Section):
@@ -240,8 +241,11 @@ class PipelineSpec(_Section):
         return self.spec_dir / f"{self.name}.expectations.json"
 
     def digest(self) -> str:
-        """sha256 of the spec's content, independent of where the file lies."""
-        content = self.model_dump(mode="json", exclude={"source", "task"})
+        """sha256 of the spec's content (a declared task included), independent of where the file lies.
+
+        Take it from the spec as loaded: `for_task` settles an inferred task, which the data and
+        code digests already determine."""
+        content = self.model_dump(mode="json", exclude={"source"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

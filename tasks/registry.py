@@ -1,66 +1,35 @@
-"""Package, register and promote: the tasks that write to the registry (never cached)."""
+"""Register and promote: the tasks that write to the registry (never cached).
+
+Promotion is one idempotent step. The pure decision (`conveyor.decision.decide`) gives a plan;
+`apply_promotion` takes the model's promotion lock, re-reads the champion, re-decides if it
+moved, writes its intent on the version, moves the aliases, records the audit entry and writes
+the decision tag last. A rerun after a crash at any point adopts the undecided version and
+finishes the job, so registry, aliases and audit trail agree.
+"""
 
 from __future__ import annotations
 
 import getpass
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from conveyor import registry
 from conveyor.decision import Decision, decide
-from conveyor.lineage import Lineage, pinned_requirements
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
+from tasks.lineage import DECISION, HELD
 
+# Written before any alias moves: what this promotion is about to do, and from which champion.
+INTENT = "conveyor.intent"
+INTENT_REASON = "conveyor.intent_reason"
+PREVIOUS = "conveyor.previous_champion"
 
-def model_card(
-    spec: PipelineSpec,
-    rows: int,
-    lineage: Lineage,
-    metrics: dict[str, float],
-    champion: dict[str, float] | None,
-    importance: dict[str, float],
-    best_params: dict[str, Any],
-) -> str:
-    """A short Markdown model card: what the model is, what it saw, how it scored, its limits."""
-    metric_rows = "\n".join(
-        f"| {name} | {value:.4f} | {'' if champion is None or name not in champion else f'{champion[name]:.4f}'} |"
-        for name, value in sorted(metrics.items())
-    )
-    top = "\n".join(f"- `{name}`: {value:.4f}" for name, value in list(importance.items())[:10])
-    sensitive = ", ".join(spec.governance.sensitive_attributes) or "none declared"
-    params = json.dumps({**spec.model.params, **best_params}, default=str, sort_keys=True)
-    return f"""# Model card: {spec.name}
-
-{spec.description or "No description in the spec."}
-
-- Task: {spec.task}; estimator `{spec.estimator_path}` with parameters `{params}`
-- Primary metric: {spec.primary_metric}; floors: {spec.evaluation.floors or "none"}; margin: {spec.evaluation.margin}
-- Training data: {rows} rows, digest `{lineage.data_digest[:16]}`
-- Spec digest `{lineage.spec_digest[:16]}`, code revision `{lineage.code_revision}`
-- Governance: risk tier {spec.governance.risk_tier}; sensitive attributes: {sensitive}
-
-## Holdout metrics (candidate vs current champion on the same rows)
-
-| metric | candidate | champion |
-| --- | --- | --- |
-{metric_rows}
-
-## Most important features (permutation importance on the holdout)
-
-{top or "- not computed"}
-
-## Limits
-
-Measured on a held-out split of the training data only; real performance is measured by the
-monitoring flow once ground truth arrives.
-"""
+# The steps of an apply, in order; `checkpoint(step)` is called after each (tests inject crashes).
+STEPS = ("decided", "intent", "challenger", "champion", "audit", "decision")
 
 
 @dataclass(frozen=True)
@@ -70,30 +39,16 @@ class Registered:
     model_uri: str
 
 
-@task(name="package_model", **IO_TASK)
-def package_model(
-    run_id: str,
-    model: Any,
-    X_example: pd.DataFrame,
-    card: str,
-    extra: dict[str, str],
-) -> registry.PackagedModel:
-    """Log the pipeline with signature, input example, pinned requirements and its model card."""
-    example = X_example.head(5)
-    output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
-    return registry.package_model(
-        run_id,
-        model,
-        example,
-        output,
-        list(pinned_requirements()),
-        extra_files={"model_card.md": card, **extra},
-    )
+def _no_checkpoint(step: str) -> None:
+    return None
 
 
 @task(name="register_model", **IO_TASK)
-def register_model(name: str, packaged: registry.PackagedModel, run_id: str, tags: dict[str, str]) -> Registered:
+def register_model(
+    name: str, packaged: registry.PackagedModel, run_id: str, tags: dict[str, str], description: str = ""
+) -> Registered:
     """Register a version named after the spec, tagged with its lineage; idempotent per run."""
+    registry.describe_model(name, description or f"Trained by Conveyor from pipelines/{name}.yaml.")
     version = registry.register_version(
         name,
         packaged.model_uri,
@@ -104,53 +59,97 @@ def register_model(name: str, packaged: registry.PackagedModel, run_id: str, tag
     return Registered(str(version.version), run_id, packaged.model_uri)
 
 
+@task(name="load_champion", **IO_TASK)
+def load_champion(name: str) -> tuple[str | None, Any | None]:
+    """The current champion's version and model (checked against its artifact digest), or none."""
+    current = registry.alias_version(name, registry.CHAMPION)
+    if current is None:
+        return None, None
+    return str(current.version), registry.load_model(name, str(current.version))
+
+
+def apply_promotion(
+    spec: PipelineSpec,
+    registered: Registered,
+    plan: Decision,
+    compared_with: str | None,
+    candidate: dict[str, float],
+    rescore: Callable[[str], dict[str, float] | None],
+    allow_promotion: bool,
+    checkpoint: Callable[[str], None] = _no_checkpoint,
+) -> Decision:
+    """Apply the plan under the model's promotion lock; safe to call again after a crash."""
+    name, version = spec.name, registered.version
+    with registry.promotion_lock(name):
+        tags = registry.get_version(name, version).tags
+        current = registry.alias_version(name, registry.CHAMPION)
+        current_version = None if current is None else str(current.version)
+        if current_version == version:
+            # An interrupted run of this version already moved the alias: finish what it began.
+            decision = Decision("promoted", tags.get(INTENT_REASON) or plan.reason)
+            previous = tags.get(PREVIOUS) or ""
+            held = False
+        else:
+            decision = plan
+            if current_version != compared_with and plan.outcome == "promoted":
+                champion_metrics = rescore(current_version) if current_version else None
+                again = decide(
+                    spec.primary_metric, candidate, champion_metrics, spec.evaluation.floors, spec.evaluation.margin
+                )
+                decision = Decision(again.outcome, f"{again.reason} (re-checked against v{current_version})")
+            held = decision.outcome == "promoted" and not allow_promotion
+            if held:
+                decision = Decision("kept", f"{decision.reason}; promotion not allowed for this run")
+            previous = current_version or ""
+        checkpoint("decided")
+        registry.set_version_tags(
+            name, version, {INTENT: decision.outcome, INTENT_REASON: decision.reason[:5000], PREVIOUS: previous}
+        )
+        checkpoint("intent")
+        registry.set_alias(name, registry.CHALLENGER, version)
+        checkpoint("challenger")
+        if decision.outcome == "promoted":
+            registry.set_alias(name, registry.CHAMPION, version)
+        checkpoint("champion")
+        if not registry.audit_recorded(name, version, decision.outcome):
+            registry.record_audit(
+                name,
+                {
+                    "version": version,
+                    "outcome": decision.outcome,
+                    "reason": decision.reason,
+                    "previous_champion": previous,
+                    "champion_after": version if decision.outcome == "promoted" else previous,
+                    "actor": f"training-flow ({getpass.getuser()})",
+                    "run_id": registered.run_id,
+                },
+            )
+        checkpoint("audit")
+        registry.set_version_tags(
+            name,
+            version,
+            {DECISION: decision.outcome, "conveyor.decision_reason": decision.reason[:5000], HELD: str(held).lower()},
+        )
+        registry.describe_version(name, version, f"{decision.outcome}: {decision.reason}")
+        checkpoint("decision")
+    return decision
+
+
 @task(name="promote_model", cache_policy=NO_CACHE)
 def promote_model(
     spec: PipelineSpec,
     registered: Registered,
-    decision: Decision,
+    plan: Decision,
     compared_with: str | None,
     candidate: dict[str, float],
     rescore: Callable[[str], dict[str, float] | None],
     allow_promotion: bool,
 ) -> Decision:
-    """Move `champion` when the decision says so, re-checking the champion under a per-model lock.
+    """Move `challenger` (and `champion` when the plan says so) and record the decision."""
+    return apply_promotion(
+        spec, registered, plan, compared_with, candidate, rescore, allow_promotion, checkpoint=CHECKPOINT
+    )
 
-    Two runs racing to promote must not leave the worse one as champion: if the champion moved
-    since we compared, score the new one on our holdout and decide again before moving the alias.
-    """
-    name = spec.name
-    with registry.promotion_lock(name):
-        current = registry.alias_version(name, registry.CHAMPION)
-        current_version = None if current is None else str(current.version)
-        if current_version != compared_with and decision.outcome == "promoted":
-            champion_metrics = rescore(current_version) if current_version else None
-            decision = decide(
-                spec.primary_metric, candidate, champion_metrics, spec.evaluation.floors, spec.evaluation.margin
-            )
-            decision = Decision(decision.outcome, f"{decision.reason} (re-checked against v{current_version})")
-        if decision.outcome == "promoted" and not allow_promotion:
-            decision = Decision("kept", f"{decision.reason}; promotion not allowed for this run")
-        registry.set_version_tags(
-            name,
-            registered.version,
-            {"conveyor.decision": decision.outcome, "conveyor.decision_reason": decision.reason},
-        )
-        registry.record_audit(
-            name,
-            {
-                "version": registered.version,
-                "outcome": decision.outcome,
-                "reason": decision.reason,
-                "previous_champion": current_version or "",
-                "champion_after": registered.version if decision.outcome == "promoted" else current_version or "",
-                "actor": f"training-flow ({getpass.getuser()})",
-                "run_id": registered.run_id,
-            },
-        )
-        # Aliases move last: if anything above fails, the flow discards the version and no
-        # alias has moved.
-        registry.set_alias(name, registry.CHALLENGER, registered.version)
-        if decision.outcome == "promoted":
-            registry.set_alias(name, registry.CHAMPION, registered.version)
-    return decision
+
+# Fault injection for the crash tests: a test replaces this with a function that raises.
+CHECKPOINT: Callable[[str], None] = _no_checkpoint

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from sklearn.base import BaseEstimator, TransformerMixin, is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -17,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from conveyor.errors import SpecError
+from conveyor.orchestration import IO_TASK
 from conveyor.spec import METRICS, PipelineSpec, import_estimator
 
 # Trees split on thresholds: scaling changes nothing for them.
@@ -120,11 +122,20 @@ def _has_times(values: pd.Series) -> bool:
     return bool(len(present)) and bool((present != present.dt.normalize()).any())
 
 
+def seeded_params(estimator_cls: type, spec: PipelineSpec) -> dict[str, Any]:
+    """The spec's parameters, with `random_state` from the split seed when the estimator takes
+    one and the spec does not set it: the same inputs give the same model."""
+    params = dict(spec.model.params)
+    if "random_state" not in params and "random_state" in estimator_cls().get_params():
+        params["random_state"] = spec.data.split.seed
+    return params
+
+
 def build_pipeline(spec: PipelineSpec, roles: ColumnRoles) -> Pipeline:
     """Preprocessing and estimator as one Pipeline, so training and serving cannot skew."""
     estimator_cls = import_estimator(spec.estimator_path)
     try:
-        estimator: BaseEstimator = estimator_cls(**spec.model.params)
+        estimator: BaseEstimator = estimator_cls(**seeded_params(estimator_cls, spec))
     except TypeError as exc:
         raise SpecError(f"{spec.source}: model.params: {exc}") from None
     fits = is_regressor(estimator) if spec.task == "regression" else is_classifier(estimator)
@@ -195,17 +206,17 @@ def greater_is_better(metric: str) -> bool:
     return METRICS[metric][1]
 
 
-def _content_key(context: Any, parameters: dict[str, Any]) -> str:
-    return f"fit-{parameters['content_key']}"
-
-
-@task(name="train_model", cache_key_fn=_content_key, cache_expiration=timedelta(days=7), persist_result=True)
-def train_model(
-    spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series, content_key: str
-) -> tuple[Pipeline, dict[str, Any]]:
-    """Fit preprocessing and estimator on the training split only.
-
-    Cached on `content_key` (a digest of the data's bytes, the spec and the code), never on the
-    frames themselves: hashing a DataFrame is slow and fails for some dtypes (prefect #17547).
-    """
+# Not cached: a cached fit would come back through pickle, outside the digest-checked path that
+# loads models (an unchanged rerun never gets here: the lineage key finds its version first).
+@task(name="train_model", cache_policy=NO_CACHE)
+def train_model(spec: PipelineSpec, X_train: pd.DataFrame, y_train: pd.Series) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit preprocessing and estimator on the training split only."""
     return fit_pipeline(spec, X_train, y_train)
+
+
+@task(name="load_adopted_model", **IO_TASK)
+def load_adopted_model(name: str, version: str) -> Any:
+    """The model an interrupted run registered, loaded through the registry's checks, not refitted."""
+    from conveyor import registry
+
+    return registry.load_model(name, version)

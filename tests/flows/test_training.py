@@ -159,10 +159,13 @@ def test_promotion_can_be_withheld(project: Path) -> None:
     assert registry.alias_version("churn", "champion") is None
 
 
-def test_a_version_left_undecided_by_a_dead_run_is_not_reused(project: Path, trained: dict) -> None:
-    """A run killed between registering and promoting leaves a version without a decision."""
+def test_a_version_left_undecided_by_a_dead_run_is_adopted(project: Path, trained: dict) -> None:
+    """A run killed between registering and deciding leaves a version without a decision: the
+    rerun adopts it (no second version, no refit) and finishes the job."""
     registry.client().delete_model_version_tag("churn", "1", "conveyor.decision")
     again = training_flow(spec=str(project / "pipelines" / "churn.yaml"))
-    assert again["reused"] is False
-    assert again["version"] == "2"
-    assert registry.get_version("churn", "2").tags["conveyor.decision"] == again["outcome"]
+    assert again["reused"] is False and again["adopted"] is True
+    assert again["version"] == "1"
+    assert [str(v.version) for v in registry.list_versions("churn")] == ["1"]
+    assert registry.get_version("churn", "1").tags["conveyor.decision"] == again["outcome"] == "promoted"
+    assert [entry["outcome"] for entry in registry.audit_trail("churn")] == ["promoted"]

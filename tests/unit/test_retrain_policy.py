@@ -1,7 +1,7 @@
 import pytest
 
+from conveyor.policy import retrain_refusal
 from conveyor.spec import parse_spec
-from flows.training import retrain_refusal
 
 
 def spec(**monitoring):
@@ -19,9 +19,15 @@ NOW = 1_000_000.0
         ({}, "conveyor.drift.detected", None, "does not include 'drift'"),
         ({"retrain_on": ["drift"]}, "conveyor.drift.detected", None, None),
         ({"retrain_on": ["drift"]}, "conveyor.data.arrived", None, "does not include 'new_data'"),
-        ({"cooldown_minutes": 60}, "conveyor.data.arrived", NOW - 59 * 60, "cooling down"),
-        ({"cooldown_minutes": 60}, "conveyor.data.arrived", NOW - 61 * 60, None),
-        ({"cooldown_minutes": 0}, "conveyor.data.arrived", NOW - 1, None),
+        # New data trains right away by default; drift and performance wait out the cooldown.
+        ({"cooldown_minutes": 60}, "conveyor.data.arrived", NOW - 59 * 60, None),
+        ({"cooldown_minutes": 60}, "conveyor.performance.degraded", NOW - 59 * 60, "cooling down (59.0 of 60"),
+        ({"cooldown_minutes": 60}, "conveyor.performance.degraded", NOW - 61 * 60, None),
+        ({"retrain_on": ["drift"]}, "conveyor.drift.detected", NOW - 60, "cooling down"),
+        ({"cooldown_minutes": 0}, "conveyor.performance.degraded", NOW - 1, None),
+        # Per trigger: a spec can put new data under the cooldown too.
+        ({"cooldown_on": ["new_data"]}, "conveyor.data.arrived", NOW - 59 * 60, "cooling down"),
+        ({"cooldown_on": ["new_data"]}, "conveyor.performance.degraded", NOW - 59 * 60, None),
         ({}, "something.else", None, "unknown trigger"),
     ],
 )

@@ -1,0 +1,102 @@
+"""Package a trained model: its model card, its reference profile, the logged MLflow model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from conveyor import registry
+from conveyor.lineage import Lineage, pinned_requirements
+from conveyor.orchestration import IO_TASK
+from conveyor.spec import PipelineSpec
+from tasks.data import Split
+from tasks.drift.profile import build_profile
+from tasks.evaluation import prediction_frame
+from tasks.training import infer_columns
+
+
+def model_card(
+    spec: PipelineSpec,
+    rows: int,
+    lineage: Lineage,
+    metrics: dict[str, float],
+    champion: dict[str, float] | None,
+    importance: dict[str, float],
+    best_params: dict[str, Any],
+) -> str:
+    """A short Markdown model card: what the model is, what it saw, how it scored, its limits."""
+    metric_rows = "\n".join(
+        f"| {name} | {value:.4f} | {'' if champion is None or name not in champion else f'{champion[name]:.4f}'} |"
+        for name, value in sorted(metrics.items())
+    )
+    top = "\n".join(f"- `{name}`: {value:.4f}" for name, value in list(importance.items())[:10])
+    sensitive = ", ".join(spec.governance.sensitive_attributes) or "none declared"
+    params = json.dumps({**spec.model.params, **best_params}, default=str, sort_keys=True)
+    return f"""# Model card: {spec.name}
+
+{spec.description or "No description in the spec."}
+
+- Task: {spec.task}; estimator `{spec.estimator_path}` with parameters `{params}`
+- Primary metric: {spec.primary_metric}; floors: {spec.evaluation.floors or "none"}; margin: {spec.evaluation.margin}
+- Training data: {rows} rows, digest `{lineage.data_digest[:16]}`
+- Spec digest `{lineage.spec_digest[:16]}`, code revision `{lineage.code_revision}`
+- Governance: risk tier {spec.governance.risk_tier}; sensitive attributes: {sensitive}
+
+## Holdout metrics (candidate vs current champion on the same rows)
+
+| metric | candidate | champion |
+| --- | --- | --- |
+{metric_rows}
+
+## Most important features (permutation importance on the holdout)
+
+{top or "- not computed"}
+
+## Limits
+
+Measured on a held-out split of the training data only; real performance is measured by the
+monitoring flow once ground truth arrives.
+"""
+
+
+@task(name="build_reference_profile", cache_policy=NO_CACHE)
+def build_reference_profile(spec: PipelineSpec, model: Any, split: Split, metrics: dict[str, float]) -> dict[str, Any]:
+    """What monitoring compares recent rows with: the training rows' profile and the holdout's
+    predictions, stored with the model instead of the training data."""
+    roles = infer_columns(split.X_train)
+    assert spec.task is not None  # settled before training
+    return build_profile(
+        split.X_train,
+        list(roles.numeric),
+        list(roles.categorical),
+        prediction_frame(spec.task, model, split.X_test),
+        metrics,
+        seed=spec.data.split.seed,
+    )
+
+
+@task(name="package_model", **IO_TASK)
+def package_model(
+    run_id: str,
+    spec: PipelineSpec,
+    model: Any,
+    X_example: pd.DataFrame,
+    card: str,
+    profile: dict[str, Any],
+) -> registry.PackagedModel:
+    """Log the pipeline with signature, input example, pinned requirements, its model card, its
+    spec, its column roles and its reference profile."""
+    example = X_example.head(5)
+    output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
+    roles = infer_columns(X_example)
+    extra = {
+        "model_card.md": card,
+        "conveyor/spec.json": spec.model_dump_json(indent=2),
+        "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
+        "conveyor/profile.json": json.dumps(profile),
+    }
+    return registry.package_model(run_id, model, example, output, list(pinned_requirements()), extra_files=extra)
