@@ -21,6 +21,10 @@ from conveyor.errors import SpecError
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import METRICS, PipelineSpec, import_estimator
 
+# One-hot defaults, chosen by measurement (benchmarks/results/categories.json).
+ONE_HOT_MIN_FREQUENCY: float | int | None = None
+ONE_HOT_MAX_CATEGORIES = 250
+
 # Trees split on thresholds: scaling changes nothing for them.
 _SCALE_FREE_MODULES = ("sklearn.ensemble", "sklearn.tree")
 
@@ -150,11 +154,13 @@ def build_pipeline(spec: PipelineSpec, roles: ColumnRoles) -> Pipeline:
             ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
             (
                 "onehot",
-                # Rare and unseen values share one column: high-cardinality text can't explode.
+                # The 249 most frequent levels of a column keep a column each; rarer and unseen values
+                # share one, so high-cardinality text can't explode. Lumping every level under 1 % made
+                # models up to 3.3x worse on real tables (benchmarks/bench_categories.py).
                 OneHotEncoder(
                     handle_unknown="infrequent_if_exist",
-                    min_frequency=0.01,
-                    max_categories=30,
+                    min_frequency=ONE_HOT_MIN_FREQUENCY,
+                    max_categories=ONE_HOT_MAX_CATEGORIES,
                     sparse_output=False,
                 ),
             ),

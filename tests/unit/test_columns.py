@@ -79,15 +79,25 @@ def test_numbers_and_booleans_pass_through_text_is_one_hot_and_dates_become_part
 
 
 def test_high_cardinality_text_does_not_explode() -> None:
+    from tasks.training import ONE_HOT_MAX_CATEGORIES
+
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"id_like": [f"user-{i}" for i in range(2000)], "x": rng.normal(size=2000)})
-    y = pd.Series(rng.integers(0, 2, 2000))
+    rows = 3000
+    frame = pd.DataFrame({"id_like": [f"user-{i}" for i in range(rows)], "x": rng.normal(size=rows)})
+    # A second column whose 60 levels each hold 1-2 % of the rows: every one keeps a column.
+    frame["grade"] = [f"g{i % 60:02d}" for i in range(rows)]
+    y = pd.Series(rng.integers(0, 2, rows))
     model, _ = fit_pipeline(_spec(), frame, y)
     preprocess = model.named_steps["preprocess"]
-    # Every id is rarer than 1%: all of them, and any value never seen, share one column.
-    assert preprocess.get_feature_names_out().tolist() == ["x", "id_like_infrequent_sklearn"]
-    unseen = pd.DataFrame({"id_like": ["never-seen"], "x": [0.1]})
-    assert preprocess.transform(unseen).tolist() == [[0.1, 1.0]]
+    names = preprocess.get_feature_names_out().tolist()
+    ids = [name for name in names if name.startswith("id_like_")]
+    # The most frequent ids up to the cap keep a column; the rest, and any value never seen, share one.
+    assert len(ids) == ONE_HOT_MAX_CATEGORIES and ids[-1] == "id_like_infrequent_sklearn"
+    assert [name for name in names if name.startswith("grade_")] == [f"grade_g{i:02d}" for i in range(60)]
+    unseen = pd.DataFrame({"id_like": ["never-seen"], "x": [0.1], "grade": ["g01"]})
+    encoded = dict(zip(names, preprocess.transform(unseen)[0], strict=True))
+    assert encoded["id_like_infrequent_sklearn"] == 1.0 and encoded["grade_g01"] == 1.0
+    assert sum(encoded.values()) == pytest.approx(2.1)
     assert model.predict(unseen).shape == (1,)
 
 
