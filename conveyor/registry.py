@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import tempfile
 import time
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor import settings
+from conveyor import artifacts, settings
 from conveyor.errors import RegistryError, UnreachableError
 
 CHAMPION = "champion"
@@ -222,8 +221,11 @@ def package_model(
     from mlflow.models import infer_signature
 
     client()
-    # We trust the types of a model we fitted ourselves; loading checks against this list.
+    # The types our own fitted model holds; loading re-checks the file against a fixed allowlist.
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    refused = artifacts.disallowed_types(trusted)
+    if refused:
+        raise RegistryError(f"the fitted model holds types outside the allowed packages: {', '.join(refused)}")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
             model,
@@ -239,18 +241,8 @@ def package_model(
 
 
 def model_artifact_digest(model_uri: str) -> str:
-    """sha256 over the logged model's files, recorded at registration and checked before serving."""
-    import mlflow.artifacts
-
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
-        digest = hashlib.sha256()
-        # Registration adds `registered_model_meta`; everything the model was logged with counts.
-        files = (p for p in local.rglob("*") if p.is_file() and p.name != "registered_model_meta")
-        for file in sorted(files):
-            digest.update(file.relative_to(local).as_posix().encode())
-            digest.update(file.read_bytes())
-        return digest.hexdigest()
+    """sha256 over the logged model's files, recorded at registration and checked before loading."""
+    return artifacts.artifact_digest(model_uri)
 
 
 def find_version_by_tag(name: str, key: str, value: str) -> Any | None:
@@ -344,15 +336,11 @@ def get_version(name: str, version: str) -> Any:
 
 
 def load_model(name: str, version: str) -> Any:
-    """Load a registered version after checking its artifacts against the digest recorded at registration."""
-    import mlflow.sklearn
-
+    """Load a registered version: its digest required and checked on the very bytes that are
+    deserialised, with skops and a fixed allowlist of types (conveyor.artifacts)."""
     model_version = get_version(name, version)
-    uri = f"models:/{name}/{version}"
     expected = model_version.tags.get("conveyor.artifact_digest")
-    if expected and model_artifact_digest(uri) != expected:
-        raise RegistryError(f"model {name} version {version}: artifacts changed since registration, refusing to load")
-    return mlflow.sklearn.load_model(uri)
+    return artifacts.load_checked(f"models:/{name}/{version}", expected, f"model {name} version {version}")
 
 
 def record_audit(name: str, entry: dict[str, Any]) -> None:

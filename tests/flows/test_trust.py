@@ -1,0 +1,62 @@
+"""Load only what Conveyor wrote: a tampered, swapped or untagged model is refused (exit code 4)."""
+
+from __future__ import annotations
+
+import fractions
+from pathlib import Path
+
+import pytest
+import skops.io
+
+from conveyor import registry
+from conveyor.artifacts import files_digest
+from conveyor.errors import RegistryError
+from flows.training import training_flow
+from tests.factories import classification_frame, copy_project, project_home, write_csv, write_spec
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def trained_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with project_home(tmp_path_factory.mktemp("trust")) as root:
+        write_csv(root, "data/train.csv", classification_frame())
+        training_flow(spec=str(write_spec(root, "churn", "../data/train.csv")))
+        return root
+
+
+@pytest.fixture
+def model_folder(project: Path, trained_template: Path) -> Path:
+    copy_project(trained_template, project)
+    source = registry.get_version("churn", "1").source
+    return Path(registry.client().get_logged_model(source.removeprefix("models:/")).artifact_location)
+
+
+def test_an_untouched_model_loads(model_folder: Path) -> None:
+    model = registry.load_model("churn", "1")
+    frame = classification_frame(rows=5, seed=3).drop(columns=["label"])
+    assert len(model.predict(frame)) == 5
+
+
+def test_one_changed_byte_is_refused(model_folder: Path) -> None:
+    file = model_folder / "model.skops"
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    file.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match="artifacts changed since registration") as caught:
+        registry.load_model("churn", "1")
+    assert caught.value.exit_code == 4
+
+
+def test_a_swapped_file_with_its_digest_rewritten_is_refused_by_type(model_folder: Path) -> None:
+    """An attacker who also rewrites the digest tag still cannot make us load a foreign type."""
+    (model_folder / "model.skops").write_bytes(skops.io.dumps({"payload": fractions.Fraction(1, 3)}))
+    registry.set_version_tags("churn", "1", {"conveyor.artifact_digest": files_digest(model_folder)})
+    with pytest.raises(RegistryError, match="outside the allowed packages: fractions.Fraction"):
+        registry.load_model("churn", "1")
+
+
+def test_a_version_without_its_digest_is_refused(model_folder: Path) -> None:
+    registry.client().delete_model_version_tag("churn", "1", "conveyor.artifact_digest")
+    with pytest.raises(RegistryError, match="no artifact digest recorded"):
+        registry.load_model("churn", "1")
