@@ -171,9 +171,7 @@ CASES: list[Case] = [
         "semicolons.csv",
         None,
         r"the delimiter looks like ';'",
-        lambda f: _text(
-            f, "semicolons.csv", good_frame(seed=1).to_csv(index=False, sep=";").encode()
-        ),
+        lambda f: _text(f, "semicolons.csv", good_frame(seed=1).to_csv(index=False, sep=";").encode()),
     ),
     Case(
         "parquet_other_schema",
@@ -308,3 +306,108 @@ CASES: list[Case] = [
 
 def case_ids() -> list[str]:
     return [case.id for case in CASES]
+
+
+# --- data as people have it -------------------------------------------------------------------
+# Each shape is a file a contract is drafted from (it must pass its own draft) and a broken batch
+# of the same shape, refused with a message that is right about the data. Written as CSV text and
+# read back through the loader, so the column types are the ones a user's file gets.
+
+
+@dataclass(frozen=True)
+class Shape:
+    id: str
+    column: str
+    problem: str
+    good: Callable[[], pd.DataFrame]
+    broken: Callable[[pd.DataFrame], pd.DataFrame]
+    also_good: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # another batch the draft accepts
+
+
+def _base(rows: int = 300, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=rows).round(4)
+    return pd.DataFrame({"x": x, "label": np.where(x + rng.normal(scale=0.7, size=rows) > 0, "yes", "no")})
+
+
+def _column(values: Callable[[np.random.Generator, int], Any], rows: int = 300) -> Callable[[], pd.DataFrame]:
+    def build() -> pd.DataFrame:
+        frame = _base(rows)
+        frame.insert(0, "value", values(np.random.default_rng(11), rows))
+        return frame
+
+    return build
+
+
+def _replace(column: str, rows: list[int], value: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        return _set(frame, column, rows, value)
+
+    return change
+
+
+def _iso_dates(rng: np.random.Generator, rows: int) -> Any:
+    # vega's cars: one date per model year, many distinct days here
+    return (pd.Timestamp("1970-01-01") + pd.to_timedelta(rng.integers(0, 4383, rows), unit="D")).strftime("%Y-%m-%d")
+
+
+def _few_dates(rng: np.random.Generator, rows: int) -> Any:
+    return rng.choice([f"{year}-01-01" for year in range(1970, 1983)], rows)  # cars' `Year`: 13 values
+
+
+def _datetimes(rng: np.random.Generator, rows: int) -> Any:
+    stamps = pd.Timestamp("2024-03-01 08:00") + pd.to_timedelta(rng.integers(0, 90 * 24 * 60, rows), unit="min")
+    return stamps.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _zoned(rng: np.random.Generator, rows: int) -> Any:
+    stamps = pd.Timestamp("2024-03-01 08:00") + pd.to_timedelta(rng.integers(0, 90 * 24 * 60, rows), unit="min")
+    return [
+        s + z
+        for s, z in zip(stamps.strftime("%Y-%m-%dT%H:%M:%S"), rng.choice(["Z", "+02:00", "-05:00"], rows), strict=True)
+    ]
+
+
+def _numbers_with_question_marks(rng: np.random.Generator, rows: int) -> Any:
+    values = rng.integers(46, 231, rows).astype(str).astype(object)  # cars' horsepower, '?' where unknown
+    values[[5, 77, 130]] = "?"
+    return values
+
+
+def _true_false(rng: np.random.Generator, rows: int) -> Any:
+    values = rng.choice(["TRUE", "FALSE"], rows).astype(object)
+    values[[3, 40]] = ""  # a blank: read as missing, the column holds True/False/None
+    return values
+
+
+def _unnamed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(columns={"engine.size": "engine_size"})
+
+
+SHAPES: list[Shape] = [
+    Shape("iso_dates_many", "value", r"1 value outside \[1968-1[0-2]-\d\d, 1983-0[2-4]-\d\d\] \(e.g. 2091-05-01\)",
+          _column(_iso_dates), _replace("value", [9], "2091-05-01")),
+    Shape("iso_dates_few", "value", r"holds str values, the contract expects dates \(e.g. '1970-13-01'\)",
+          _column(_few_dates), _replace("value", [4], "1970-13-01")),
+    Shape("datetimes", "value", r"1 value outside \[2024-02-2\dT\d\d:00:00, 2024-06-\d\dT\d\d:00:00\] "
+          r"\(e.g. 2025-01-01T00:00:00\)", _column(_datetimes), _replace("value", [2], "2025-01-01 00:00:00")),
+    Shape("datetimes_with_zones", "value", r"holds datetime64\[s\] values, the contract expects date-times with a "
+          r"time zone", _column(_zoned), lambda f: f.assign(value=f["value"].str[:19].str.replace("T", " "))),
+    Shape("numbers_with_a_missing_spelling", "value", r"2 values neither numbers nor the missing-value spelling '\?' "
+          r"\(e.g. 'abc'\)", _column(_numbers_with_question_marks), _replace("value", [8, 9], "abc"),
+          also_good=lambda f: f.assign(value=f["value"].replace("?", "120"))),
+    Shape("yes_no_booleans", "value", r"1 value not in the contract's categories \['no', 'yes'\] \(e.g. 'maybe'\)",
+          _column(lambda rng, rows: rng.choice(["yes", "no"], rows)), _replace("value", [6], "maybe")),
+    Shape("true_false_booleans", "value", r"holds str values, the contract expects booleans \(e.g. 'perhaps'\)",
+          _column(_true_false), _replace("value", [6], "perhaps"),
+          also_good=lambda f: f.assign(value=f["value"].replace("", "TRUE"))),
+    Shape("names_with_spaces_dots_unicode", "engine.size",
+          r"column 'engine.size' is missing and column 'engine_size' is not in the contract \(renamed\?\)",
+          lambda: _base().assign(**{"miles per gallon": 21.5, "engine.size": np.arange(300) % 7, "größe (m²)": "ü"}),
+          _unnamed_columns),
+    Shape("constant_column", "value", r"1 value not in the contract's categories \['same'\] \(e.g. 'other'\)",
+          _column(lambda rng, rows: ["same"] * rows), _replace("value", [0], "other")),
+    Shape("mostly_missing_column", "value", r"1 value outside \[-?[\d.]+, [\d.]+\] \(e.g. 5000\)",
+          _column(lambda rng, rows: np.where(np.arange(rows) % 100 == 0, rng.normal(size=rows).round(3), np.nan)),
+          _replace("value", [50], 5000.0)),
+]  # fmt: skip

@@ -79,16 +79,8 @@ def validate_data(spec: PipelineSpec, dataset: Dataset) -> ValidationReport:
 
     log = get_run_logger()
     report = validate_dataset(spec, dataset)
-    if report.drafted:
-        count = len(report.suite["expectations"]) if report.suite else 0
-        if report.success:
-            log.warning(
-                "%s: drafted a contract of %d checks from this data; review it, commit it",
-                report.contract_path,
-                count,
-            )
-        else:  # the refusal itself is the message; the draft is gone
-            log.info("%s: the contract drafted from this data was not kept", report.contract_path)
+    if (note := report.draft_note()) is not None:
+        (log.warning if report.success else log.info)(note)
     create_markdown_artifact(report.markdown(), key=_artifact_key(spec.name), description=report.message()[:500])
     log.info("%s (%.2f s)", report.message(), report.seconds)
     check(report)

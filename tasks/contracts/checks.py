@@ -18,10 +18,13 @@ from tasks.contracts.expectations import (
     FINITE,
     LEAKAGE,
     MAX_CATEGORIES,
+    NUMBERS_AS_TEXT,
     TARGET_CLASSES,
     TARGET_NOT_NULL,
+    WARN,
     python_scalar,
 )
+from tasks.contracts.families import missing_spellings
 from tasks.contracts.report import Failure, counted, distinct_examples, for_example, show
 from tasks.data import feature_frame
 
@@ -134,11 +137,36 @@ def _copies(x: np.ndarray, y: np.ndarray) -> bool:
     return bool(abs(np.corrcoef(xs, ys)[0, 1]) >= 1 - 1e-9)
 
 
+def _numbers_as_text(features: pd.DataFrame) -> list[Failure]:
+    problems = []
+    for column in features.columns:
+        if not (spellings := missing_spellings(features[column])):
+            continue
+        count = int(features[column].isin(spellings).sum())
+        listed = ", ".join(repr(value) for value in spellings)
+        problems.append(
+            Failure(
+                NUMBERS_AS_TEXT, str(column), WARN,
+                f"numbers, but {counted(count, 'value')} {listed} (a spelling of missing?) make the column text",
+                count, list(spellings),
+            )
+        )  # fmt: skip
+    return problems
+
+
+def own_check_names(spec: PipelineSpec, frame: pd.DataFrame) -> list[str]:
+    """The own checks that run on a frame: the target's only when the frame holds it."""
+    names = [FINITE, NUMBERS_AS_TEXT]
+    if spec.data.target in frame.columns:
+        names += [TARGET_NOT_NULL, TARGET_CLASSES, LEAKAGE]
+    return names
+
+
 def own_checks(frame: pd.DataFrame, spec: PipelineSpec, task_type: str | None) -> list[Failure]:
-    """The checks GX cannot express well: target sanity, infinities, label leakage."""
+    """The checks GX cannot express well: target sanity, infinities, numbers read as text, label leakage."""
     target = spec.data.target
     features = feature_frame(spec, frame)
-    problems = _infinity_problems(features)
+    problems = _infinity_problems(features) + _numbers_as_text(features)
     if target in frame.columns:
         problems += _target_problems(frame, target, task_type)
         level = spec.contract.leakage

@@ -14,17 +14,13 @@ from tasks.contracts.expectations import (
     EXAMPLES,
     FAIL,
     IN_SET,
+    MATCH_REGEX,
     NOT_NULL,
     ROW_COUNT,
     TYPE_CHECKS,
 )
+from tasks.contracts.families import BOOLEAN, DATE, DATE_FAMILIES, DATETIME, DATETIME_TZ, NUMBER, TEXT, unparsed
 from tasks.contracts.report import Failure, counted, distinct_examples, for_example, quoted_names, show
-
-
-def _non_numbers(series: pd.Series) -> list[Any]:
-    present = series.dropna()
-    parsed = pd.to_numeric(present, errors="coerce")
-    return distinct_examples(present[parsed.isna()].head(100).tolist())
 
 
 def _column_set_problem(expected: list[str], frame: pd.DataFrame) -> tuple[str, str | None]:
@@ -44,7 +40,19 @@ def _column_set_problem(expected: list[str], frame: pd.DataFrame) -> tuple[str, 
     return "; ".join(parts) or "the columns differ from the contract", column
 
 
-_FAMILY_WORDS = {"number": "numbers", "text": "text", "boolean": "booleans", "datetime": "dates"}
+_FAMILY_WORDS = {
+    NUMBER: "numbers", TEXT: "text", BOOLEAN: "booleans", DATE: "dates", DATETIME: "date-times without a time zone",
+    DATETIME_TZ: "date-times with a time zone",
+}  # fmt: skip
+
+
+def _bound(value: Any, family: str | None) -> str:
+    return str(value) if family in DATE_FAMILIES else show(value)
+
+
+def _spellings(values: list[str]) -> str:
+    listed = ", ".join(repr(v) for v in values)
+    return f"spelling{'s' * (len(values) > 1)} {listed}"
 
 
 def describe_failure(item: dict[str, Any], result: dict[str, Any], frame: pd.DataFrame, target: str) -> Failure:
@@ -80,8 +88,8 @@ def describe_failure(item: dict[str, Any], result: dict[str, Any], frame: pd.Dat
     if kind in TYPE_CHECKS:
         family = item.get("meta", {}).get("family") or kwargs.get("type_") or "another type"
         observed = frame[column].dtype if column in frame.columns else result.get("observed_value")
-        if family == "number" and column in frame.columns:
-            examples = _non_numbers(frame[column])
+        if column in frame.columns:
+            examples = distinct_examples(unparsed(frame[column], family).head(100).tolist()) or examples
         expected = _FAMILY_WORDS.get(family, family)
         return failure(f"holds {observed} values, the contract expects {expected}{for_example(examples)}")
     if kind == NOT_NULL:
@@ -97,8 +105,9 @@ def describe_failure(item: dict[str, Any], result: dict[str, Any], frame: pd.Dat
         return failure(f"{counted(count, 'missing value')}{role}, the contract allows none{where}", examples=[])
     if kind == BETWEEN:
         low, high = kwargs.get("min_value"), kwargs.get("max_value")
-        low_text = "-inf" if low is None else show(low)
-        high_text = "inf" if high is None else show(high)
+        family = item.get("meta", {}).get("family")
+        low_text = "-inf" if low is None else _bound(low, family)
+        high_text = "inf" if high is None else _bound(high, family)
         return failure(f"{counted(count, 'value')} outside [{low_text}, {high_text}]{for_example(examples)}")
     if kind == IN_SET:
         allowed_values = kwargs.get("value_set", [])
@@ -106,6 +115,9 @@ def describe_failure(item: dict[str, Any], result: dict[str, Any], frame: pd.Dat
         listed += ", ..." if len(allowed_values) > 6 else ""
         what = "the target's classes" if column == target else "the contract's categories"
         return failure(f"{counted(count, 'value')} not in {what} [{listed}]{for_example(examples)}")
+    if kind == MATCH_REGEX and (spellings := item.get("meta", {}).get("missing_spellings")):
+        what = f"neither numbers nor the missing-value {_spellings(spellings)}"
+        return failure(f"{counted(count, 'value')} {what}{for_example(examples)}")
     details = [f"{kind} failed"]
     if (observed := result.get("observed_value")) is not None:
         details.append(f"observed {show(observed)}")

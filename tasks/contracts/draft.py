@@ -17,19 +17,34 @@ from tasks.contracts.expectations import (
     BETWEEN,
     BOOLEAN_TYPES,
     COLUMN_SET,
+    DATE_TYPES,
     DATETIME_TYPES,
     DUPLICATES,
     FAIL,
     IN_SET,
     IN_TYPE_LIST,
+    MATCH_REGEX,
     MAX_CATEGORIES,
     NOT_NULL,
     NUMBER_TYPES,
     OF_TYPE,
     ROW_COUNT,
     WARN,
+    ZONED_TYPE,
     expectation,
     python_scalar,
+)
+from tasks.contracts.families import (
+    BOOLEAN,
+    DATE,
+    DATE_FAMILIES,
+    DATETIME,
+    DATETIME_TZ,
+    NUMBER,
+    TEXT,
+    missing_spellings,
+    numbers_or,
+    value_family,
 )
 from tasks.data import infer_task
 
@@ -64,19 +79,60 @@ def widened_range(values: pd.Series, tolerance: float) -> tuple[float, float] | 
     return new_low, new_high
 
 
+_TYPE_CHECKS: dict[str, tuple[str, dict[str, Any]]] = {
+    BOOLEAN: (IN_TYPE_LIST, {"type_list": BOOLEAN_TYPES}),
+    NUMBER: (IN_TYPE_LIST, {"type_list": NUMBER_TYPES}),
+    DATE: (IN_TYPE_LIST, {"type_list": DATE_TYPES}),
+    DATETIME: (IN_TYPE_LIST, {"type_list": DATETIME_TYPES}),
+    DATETIME_TZ: (OF_TYPE, {"type_": ZONED_TYPE}),
+    # `of_type` compares the dtype's scalar type, so every pandas string storage passes.
+    TEXT: (OF_TYPE, {"type_": "str"}),
+}
+
+
 def _type_expectation(series: pd.Series) -> dict[str, Any] | None:
-    dtype = series.dtype
-    column = str(series.name)
-    if pd.api.types.is_bool_dtype(dtype):
-        return expectation(IN_TYPE_LIST, {"column": column, "type_list": BOOLEAN_TYPES}, family="boolean")
-    if pd.api.types.is_numeric_dtype(dtype):
-        return expectation(IN_TYPE_LIST, {"column": column, "type_list": NUMBER_TYPES}, family="number")
-    if pd.api.types.is_datetime64_dtype(dtype):  # time-zone-aware columns get no type check
-        return expectation(IN_TYPE_LIST, {"column": column, "type_list": DATETIME_TYPES}, family="datetime")
-    if pd.api.types.is_string_dtype(dtype):
-        # `of_type` compares the dtype's scalar type, so every pandas string storage passes.
-        return expectation(OF_TYPE, {"column": column, "type_": "str"}, family="text")
-    return None
+    family = value_family(series)
+    if family is None or missing_spellings(series):
+        return None  # numbers with a spelling of missing: the value check says what may be there
+    kind, kwargs = _TYPE_CHECKS[family]
+    meta: dict[str, Any] = {"family": family}
+    if family == DATETIME_TZ:
+        meta["time_zone"] = str(series.dt.tz)
+    return expectation(kind, {"column": str(series.name), **kwargs}, **meta)
+
+
+_TIME_STEPS = [pd.Timedelta(days=1), pd.Timedelta(hours=1), pd.Timedelta(minutes=1), pd.Timedelta(seconds=1)]
+
+
+def _iso(moment: pd.Timestamp, family: str) -> str:
+    return moment.date().isoformat() if family == DATE else moment.isoformat()
+
+
+def widened_dates(series: pd.Series, family: str, tolerance: float) -> tuple[str, str] | None:
+    """[first, last] of a date column as ISO text, widened by `tolerance` x the span like numbers.
+
+    Dates round outward to whole days, date-times to the largest of day, hour, minute, second
+    under a tenth of the widening; zoned date-times are given in UTC. A single date widens by a day.
+    """
+    values = series.dropna()
+    if values.empty:
+        return None
+    try:
+        stamps = pd.to_datetime(values) if family == DATE else values
+        if family == DATETIME_TZ:
+            stamps = stamps.dt.tz_convert("UTC")
+        low, high = stamps.min(), stamps.max()
+        span = high - low
+        pad = span * tolerance if span > pd.Timedelta(0) else pd.Timedelta(days=1) * (tolerance > 0)
+        if pad > pd.Timedelta(0):
+            if family == DATE:
+                step = _TIME_STEPS[0]
+            else:
+                step = next((s for s in _TIME_STEPS if s <= pad / 10), _TIME_STEPS[-1])
+            low, high = (low - pad).floor(step), (high + pad).ceil(step)
+    except (OverflowError, ValueError):  # dates beyond what pandas holds (year 1, year 9999): no range
+        return None
+    return _iso(low, family), _iso(high, family)
 
 
 def _null_expectation(series: pd.Series, tolerance: float, required: bool) -> dict[str, Any] | None:
@@ -98,16 +154,30 @@ def _value_expectations(
     series: pd.Series, role: str, task_type: str | None, spec: PipelineSpec
 ) -> list[dict[str, Any]]:
     column = str(series.name)
-    dtype = series.dtype
     values = series.dropna()
     classification = role == "target" and task_type in {"binary", "multiclass"}
     if classification:
         classes = sorted((python_scalar(v) for v in values.unique()), key=str)
         return [expectation(IN_SET, {"column": column, "value_set": classes}, role="target classes")]
-    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+    family = value_family(series)
+    tolerance = spec.contract.range_tolerance
+    if family in DATE_FAMILIES:
+        dates = widened_dates(series, str(family), tolerance)
+        if dates is None:
+            return []
+        return [
+            expectation(
+                BETWEEN,
+                {"column": column, "min_value": dates[0], "max_value": dates[1]},
+                family=family,
+                observed_range=list(widened_dates(series, str(family), 0.0) or ()),
+                tolerance=tolerance,
+            )
+        ]
+    if family == BOOLEAN:
         return []
-    if pd.api.types.is_numeric_dtype(dtype):
-        bounds = widened_range(series, spec.contract.range_tolerance)
+    if family == NUMBER:
+        bounds = widened_range(series, tolerance)
         if bounds is None:
             return []
         low, high = bounds
@@ -117,7 +187,17 @@ def _value_expectations(
                 BETWEEN,
                 {"column": column, "min_value": low, "max_value": high},
                 observed_range=list(observed) if observed else None,
-                tolerance=spec.contract.range_tolerance,
+                tolerance=tolerance,
+            )
+        ]
+    if spellings := missing_spellings(series):
+        return [
+            expectation(
+                MATCH_REGEX,
+                {"column": column, "regex": numbers_or(spellings)},
+                family=NUMBER,
+                missing_spellings=spellings,
+                note="numbers, with these spellings of missing: the file reads as text",
             )
         ]
     unique = values.unique()
@@ -229,7 +309,8 @@ def apply_overrides(suite: dict[str, Any], overrides: Iterable[ExpectationOverri
 
 
 def serving_contract(suite: dict[str, Any], target: str) -> dict[str, Any]:
-    """The contract for batches to be scored: no target, any row count, duplicates allowed."""
+    """The contract for batches to be scored: no target, any row count, duplicates allowed, and
+    dates with no upper bound (the rows to score come after the ones the model learnt from)."""
     result = copy.deepcopy(suite)
     kept = []
     for item in result["expectations"]:
@@ -240,6 +321,8 @@ def serving_contract(suite: dict[str, Any], target: str) -> dict[str, Any]:
             kwargs["column_set"] = [c for c in kwargs["column_set"] if c != target]
         if kind == ROW_COUNT:
             kwargs["min_value"], kwargs["max_value"] = 1, None
+        if kind == BETWEEN and item.get("meta", {}).get("family") in DATE_FAMILIES:
+            kwargs["max_value"] = None
         kept.append(item)
     result["expectations"] = kept
     result["name"] = f"{suite['name']}.serving"

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from conveyor.errors import DataError
@@ -17,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 def show(value: Any) -> str:
+    if isinstance(value, date):  # datetime and pandas' Timestamp are dates too
+        return value.isoformat()
     value = python_scalar(value)
     if isinstance(value, float):
         if math.isnan(value):
@@ -109,6 +112,7 @@ class ValidationReport:
     contract_path: str | None = None
     drafted: bool = False
     suite: dict[str, Any] | None = None
+    own_checks: int = 0  # of `expectations`, Conveyor's own checks that ran (the rest are the suite's)
 
     def message(self) -> str:
         if self.failures:
@@ -121,6 +125,19 @@ class ValidationReport:
             first = self.warnings[0].text(self.source)
             return f"{passed} with {counted(len(self.warnings), 'warning')}: {first}"
         return passed
+
+    def draft_note(self) -> str | None:
+        """What became of a contract drafted by this validation (None when none was drafted)."""
+        if not self.drafted:
+            return None
+        if not self.success:  # the refusal itself is the message; the draft is gone
+            return f"{self.contract_path}: the contract drafted from this data was not kept"
+        suite = self.expectations - self.own_checks
+        return (
+            f"{self.contract_path}: drafted a contract of {self.expectations} checks from this data "
+            f"({counted(suite, 'expectation')} in the suite, {self.own_checks} of Conveyor's own); "
+            "review it, commit it"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON for MLflow: the outcome, each problem, and the contract it was checked against."""

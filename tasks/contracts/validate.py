@@ -11,13 +11,12 @@ import pandas as pd
 
 from conveyor.errors import DataError, SpecError
 from conveyor.spec import PipelineSpec, find_spec
-from tasks.contracts.checks import own_checks
+from tasks.contracts.checks import own_check_names, own_checks
 from tasks.contracts.describe import describe_failure
 from tasks.contracts.draft import draft_contract
 from tasks.contracts.expectations import (
     BETWEEN,
     COLUMN_SET,
-    CONVEYOR_CHECKS,
     FAIL,
     IN_SET,
     NOT_NULL,
@@ -72,8 +71,10 @@ def validate_frame(
             level = item.get("meta", {}).get("on_violation", FAIL)
             reason = raised.splitlines()[0] if raised else "error"
             problems.append(Failure(item["type"], column, level, f"could not run: {reason}"))
+    own = 0
     if not any(p.expectation == COLUMN_SET and p.on_violation == FAIL for p in problems):
         checked = frame.drop(columns=[c for c in mistyped if c], errors="ignore")
+        own = len(own_check_names(spec, checked))
         told = {p.column for p in problems if p.expectation == NOT_NULL}
         problems += [
             p for p in own_checks(checked, spec, task_type)
@@ -97,9 +98,10 @@ def validate_frame(
         warnings=[p for p in problems if p.on_violation != FAIL],
         rows=len(frame),
         columns=frame.shape[1],
-        expectations=len(expectations) + CONVEYOR_CHECKS,
+        expectations=len(expectations) + own,
         seconds=time.perf_counter() - started,
         suite=suite,
+        own_checks=own,
     )
 
 

@@ -32,9 +32,10 @@ from tasks.contracts import (
     validate_dataset,
     validate_frame,
 )
+from tasks.contracts.checks import own_check_names
 from tasks.contracts.gx_runner import fast_duplicates, gx_validator, run_gx
 from tasks.data import load_dataset
-from tests.corpus import CASES, MODEL, good_frame, spec_document, write_spec_file
+from tests.corpus import CASES, MODEL, SHAPES, good_frame, spec_document, write_spec_file
 
 CONTRACT_CASES = [case for case in CASES if case.stage == "contract"]
 
@@ -412,3 +413,86 @@ def test_init_contract_will_not_draft_from_data_it_would_refuse(tmp_path: Path) 
     spec_path.write_text(spec_path.read_text().replace("target: label", "target: nope"))
     with pytest.raises(DataError, match=r"target column 'nope' is not in the data"):
         init_contract(str(spec_path))
+
+
+# --- data as people have it ---------------------------------------------------------------
+
+
+def _shape_spec(folder: Path):
+    return parse_spec({"name": "shapes", "data": {"path": "data/good.csv", "target": "label"}},
+                      str(folder / "pipelines" / "shapes.yaml"))  # fmt: skip
+
+
+def _load(folder: Path, name: str, frame: pd.DataFrame):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return load_dataset(str(path))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[shape.id for shape in SHAPES])
+def test_a_draft_accepts_its_own_file_and_refuses_a_broken_one_rightly(shape, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # messages name files as a user typed them
+    spec = _shape_spec(tmp_path)
+    good = shape.good()
+    report = validate_dataset(spec, _load(tmp_path, "data/good.csv", good))
+    assert report.drafted and report.success, report.message()
+    stored = load_contract(spec.contract_path)  # the draft went to disk as JSON and reads back
+    assert stored["expectations"] == report.suite["expectations"]
+    assert validate_dataset(spec, _load(tmp_path, "data/good.csv", good)).success  # and passes from disk
+    if shape.also_good is not None:
+        again = validate_dataset(spec, _load(tmp_path, "data/also.csv", shape.also_good(good)))
+        assert again.success, again.message()
+    refused = validate_dataset(spec, _load(tmp_path, "data/broken.csv", shape.broken(good)))
+    assert not refused.success
+    message = refused.message()
+    assert message.startswith(f"data/broken.csv: column {shape.column!r}: ") or (
+        message.startswith("data/broken.csv: ") and repr(shape.column) in message
+    ), message
+    assert re.search(shape.problem, message), message
+    json.dumps(refused.to_dict(), allow_nan=False)
+
+
+DATE_FRAMES = {
+    "date": ["1970-01-01", "1975-06-30", None, "1982-01-01"],
+    "datetime": ["2024-01-01 10:00:00", "2024-02-01 11:30:00", None, "2024-03-01 00:00:00"],
+    "datetime with zone": ["2024-01-01T10:00:00Z", "2024-02-01T11:30:00+02:00", None, "2024-03-01T00:00:00-05:00"],
+}
+
+
+@pytest.mark.parametrize("family", DATE_FRAMES)
+def test_dates_are_typed_ranged_and_kept_in_the_serving_contract(family: str, tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+
+    frame = pd.DataFrame({"when": DATE_FRAMES[family] * 10, "x": np.arange(40.0), "label": ["p", "q"] * 20})
+    path = tmp_path / "dates.csv"
+    frame.to_csv(path, index=False)
+    read = load_dataset(str(path)).frame
+    spec = parse_spec({"name": "d", "data": {"path": "dates.csv", "target": "label"}})
+    suite = draft_contract(spec, read)
+    (typed,) = [e for e in suite["expectations"] if e["kwargs"].get("column") == "when" and "type" in e["type"]]
+    assert typed["meta"]["family"] == family.replace(" with zone", "_tz")
+    (dates,) = find(suite, BETWEEN, "when")
+    low, high = pd.Timestamp(dates["kwargs"]["min_value"]), pd.Timestamp(dates["kwargs"]["max_value"])
+    first, last = pd.to_datetime(read["when"].dropna(), utc=family.endswith("zone")).agg(["min", "max"])
+    span = last - first
+    assert first - 0.11 * span <= low <= first - 0.1 * span and last + 0.1 * span <= high <= last + 0.11 * span
+    save_contract(suite, tmp_path / "d.expectations.json")
+    assert validate_frame(read, load_contract(tmp_path / "d.expectations.json"), spec, "dates.csv").success
+    # Scoring reads the batch with pyarrow's CSV reader, without the target.
+    batch = pacsv.read_csv(path).to_pandas().drop(columns=["label"])
+    assert validate_frame(batch, serving_contract(suite, "label"), spec, "batch.csv").success
+
+
+def test_the_drafted_count_of_checks_is_the_count_the_report_gives(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    good_frame().to_csv(_data(tmp_path), index=False)
+    report = validate_dataset(spec, load_dataset(str(_data(tmp_path))))
+    drafted = re.search(r"drafted a contract of (\d+) checks", report.draft_note() or "")
+    checked = re.search(r"\((\d+) checks\)", report.message())
+    assert drafted and checked and drafted.group(1) == checked.group(1) == str(report.expectations)
+    assert f"{report.expectations} checks in" in report.markdown()
+    # The suite's expectations and the own checks that ran: every own check runs on data with its target.
+    assert report.expectations == len(report.suite["expectations"]) + len(own_check_names(spec, good_frame()))
+    serving = validate_frame(good_frame().drop(columns=["label"]), serving_contract(report.suite, "label"), spec, "b")
+    assert serving.expectations < report.expectations  # no target: fewer checks, and the count says so
