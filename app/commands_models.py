@@ -22,7 +22,7 @@ def train(
 
     worst = 0
     for spec in specs:
-        state = training_flow(spec=spec, data_path=data, allow_promotion=not no_promote, return_state=True)
+        state: Any = training_flow(spec=spec, data_path=data, allow_promotion=not no_promote, return_state=True)
         try:
             # The flow returns a Completed state carrying the outcome; the run's final state is
             # that state, and its result is the outcome dict.
@@ -33,7 +33,7 @@ def train(
             report_error(exc)
             worst = max(worst, exit_code_of(exc))
             continue
-        if result.get("version") is None:  # skipped by the retraining policy: nothing was trained
+        if result.get("reused") or result.get("version") is None:  # nothing trained: the run's one line says why
             say(f"{result['model']}: {result.get('message') or result['reason']}")
             continue
         champion = result["champion"] or "none"
