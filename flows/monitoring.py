@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 
 from conveyor.links import run_link
 from conveyor.orchestration import run_tags
-from conveyor.report import markdown_summary, render_report
+from conveyor.report import markdown_summary
 from conveyor.spec import DEFAULT_METRIC, find_spec
 from tasks.drift.performance import degradation
 from tasks.drift.steps import (
@@ -27,6 +27,7 @@ from tasks.drift.steps import (
     name_flow_run,
     outcome,
     publish_monitoring,
+    render_monitoring_report,
     resolve_monitored,
 )
 
@@ -65,10 +66,11 @@ def monitoring_flow(model: str, since_hours: float | None = 24.0, window: str = 
     performance = measure_performance(champion.task, labels, window, live_metrics(champion.task, primary))
     degraded = degradation(primary, champion.holdout, performance, spec.monitoring.performance_tolerance)
 
-    name = f"monitor-v{champion.version}-{outcome(drift, degraded)}"  # the MLflow run, in the model's experiment
-    name_flow_run(f"monitor-{spec.name}-v{champion.version}-{outcome(drift, degraded)}")
+    verdict = outcome(drift, degraded)
+    name = f"monitor-v{champion.version}-{verdict}"  # the MLflow run, in the model's experiment
+    name_flow_run(f"monitor-{spec.name}-v{champion.version}-{verdict}")
     note = (labels.note or NO_LABELS).capitalize() + "."
-    html = render_report(spec.name, champion.version, drift, performance, champion.holdout, performance_note=note)
+    html = render_monitoring_report(spec.name, champion.version, drift, performance, champion.holdout, note)
     logged = figures(drift, performance, primary)
     run = publish_monitoring(
         spec.name, champion.version, name, html, drift, performance, logged, str(flow_run.id or "")
@@ -78,7 +80,7 @@ def monitoring_flow(model: str, since_hours: float | None = 24.0, window: str = 
     create_markdown_artifact(
         f"{summary}\nFull report: {link}\n",
         key=_key(spec.name),
-        description=f"{spec.name} v{champion.version}: {outcome(drift, degraded)}",
+        description=f"{spec.name} v{champion.version}: {verdict}",
     )
     events = announce_monitoring(spec.name, champion.version, drift, degraded, run.run_id)
     return {

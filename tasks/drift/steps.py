@@ -19,7 +19,7 @@ from conveyor import predictions, registry
 from conveyor.errors import DataError
 from conveyor.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, emit_model_event
 from conveyor.orchestration import IO_TASK
-from conveyor.report import DriftReport
+from conveyor.report import DriftReport, render_report
 from conveyor.spec import PipelineSpec
 from tasks.drift.compare import compare_to_profile
 from tasks.drift.performance import DEFAULT_METRICS, performance_over_time
@@ -154,6 +154,19 @@ def measure_performance(task_type: str, labels: Labels, window: str, metrics: li
     if labels.joined is None:
         return None
     return performance_over_time(labels.joined, task_type, window=window, metrics=metrics)
+
+
+@task(name="render_monitoring_report", cache_policy=NO_CACHE)
+def render_monitoring_report(
+    model: str,
+    version: str,
+    drift: DriftReport,
+    performance: pd.DataFrame | None,
+    holdout: dict[str, float],
+    performance_note: str,
+) -> str:
+    """The self-contained HTML report (charts drawn here: the costly part of publishing)."""
+    return render_report(model, version, drift, performance, holdout, performance_note=performance_note)
 
 
 @task(name="publish_monitoring", **IO_TASK)
