@@ -200,6 +200,8 @@ def _value_expectations(
                 note="numbers, with these spellings of missing: the file reads as text",
             )
         ]
+    if family != TEXT:
+        return []  # a mix of kinds: no category set would describe it
     unique = values.unique()
     limit = min(MAX_CATEGORIES, max(2, len(values) // 2))
     if len(unique) == 0 or len(unique) > limit:

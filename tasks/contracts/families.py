@@ -35,11 +35,10 @@ def value_family(series: pd.Series) -> str | None:
     if pd.api.types.is_datetime64_dtype(dtype):
         return DATETIME
     if pd.api.types.is_object_dtype(dtype):
+        # An object column is named by what it holds; a mix (numbers and words, dates and
+        # date-times) has no one family, and no type check is better than a wrong one.
         inferred = pd.api.types.infer_dtype(series, skipna=True)
-        if inferred == "boolean":
-            return BOOLEAN
-        if inferred == "date":
-            return DATE
+        return {"boolean": BOOLEAN, "date": DATE, "string": TEXT, "empty": TEXT}.get(inferred)
     if pd.api.types.is_string_dtype(dtype):
         return TEXT
     return None
@@ -54,11 +53,12 @@ def missing_spellings(series: pd.Series) -> list[str] | None:
     if value_family(series) != TEXT:
         return None
     values = series.dropna()
-    if values.empty:
+    head = values.iloc[:1000]  # most text columns hold no numbers: a glance at the head settles them
+    if head.empty or pd.to_numeric(head, errors="coerce").notna().sum() < len(head) / 2:
         return None
-    numbers = pd.to_numeric(values, errors="coerce")
-    others = values[numbers.isna()].astype(str)
-    if others.empty or numbers.notna().sum() < len(values) / 2:
+    distinct = pd.Series(values.unique())
+    others = distinct[pd.to_numeric(distinct, errors="coerce").isna()].astype(str)
+    if others.empty:
         return None
     spellings = sorted(set(others))
     if len(spellings) > 3 or any(value.strip().lower() not in MISSING_SPELLINGS for value in spellings):

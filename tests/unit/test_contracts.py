@@ -33,6 +33,7 @@ from tasks.contracts import (
     validate_frame,
 )
 from tasks.contracts.checks import own_check_names
+from tasks.contracts.families import missing_spellings
 from tasks.contracts.gx_runner import fast_duplicates, gx_validator, run_gx
 from tasks.data import load_dataset
 from tests.corpus import CASES, MODEL, SHAPES, good_frame, spec_document, write_spec_file
@@ -496,3 +497,26 @@ def test_the_drafted_count_of_checks_is_the_count_the_report_gives(tmp_path: Pat
     assert report.expectations == len(report.suite["expectations"]) + len(own_check_names(spec, good_frame()))
     serving = validate_frame(good_frame().drop(columns=["label"]), serving_contract(report.suite, "label"), spec, "b")
     assert serving.expectations < report.expectations  # no target: fewer checks, and the count says so
+
+
+@pytest.mark.parametrize(
+    ("values", "spellings"),
+    [
+        (["12", "?", "7.5", "-3", "?"], ["?"]),  # cars' horsepower
+        (["1", "n.a.", "2", "-", "3"], ["-", "n.a."]),
+        (["1", "2", "abc", "4", "5"], None),  # a word among numbers is text, not a spelling of missing
+        (["red", "green", "?", "blue", "red"], None),  # text with a '?' is text
+        (["1", "2", "3", "4", "5"], None),  # numbers as text, nothing missing: no spelling to name
+    ],
+)
+def test_a_spelling_of_missing_among_numbers_is_found_and_nothing_else(values, spellings) -> None:
+    assert missing_spellings(pd.Series(values, dtype="str")) == spellings
+
+
+def test_a_mixed_object_column_gets_no_wrong_type_and_passes_its_draft() -> None:
+    frame = pd.DataFrame({"v": pd.Series([1, "a", None, 2.5] * 5, dtype=object), "label": ["p", "q"] * 10})
+    spec = parse_spec({"name": "m", "data": {"path": "d.csv", "target": "label"},
+                       "contract": {"max_duplicate_fraction": 1.0}})  # fmt: skip
+    suite = draft_contract(spec, frame)
+    assert [e["type"] for e in suite["expectations"] if e["kwargs"].get("column") == "v"] == [NOT_NULL]
+    assert validate_frame(frame, suite, spec, "d.csv").success
