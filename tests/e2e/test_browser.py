@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_stack import MODEL, Stack, start_stack, stop_stack
+from tests.e2e.harness import NIGHTLY, ON_DEMAND, Stack
+from tests.factories import classification_frame, write_csv, write_spec
 
+MODEL = "browser"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_ARGS = [
@@ -31,23 +33,23 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.timeout(1200),
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"
-    ),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"),
 ]
 
 
+def stack_project(root: Path) -> None:
+    """The model shown in the UIs; it trains only when this module asks."""
+    write_csv(root, "data/browser.csv", classification_frame(rows=300, seed=2))
+    write_spec(root, MODEL, "../data/browser.csv", **ON_DEMAND)
+
+
 @pytest.fixture(scope="module")
-def trained_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A SQLite stack on which the training deployment ran once, as a click on Run would."""
-    stack = start_stack(tmp_path_factory.mktemp("browser"))
-    try:
-        run = stack.run_deployment("training/training", {"spec": MODEL})
-        (final,) = stack.wait_final([run.id])
-        assert final.state.is_completed(), f"{final.state.message}\n{stack.tail()}"
-        yield stack
-    finally:
-        stop_stack(stack)
+def trained_stack(running_stack: Stack) -> Stack:
+    """The session's stack, on which the training deployment ran once for MODEL, as Run would."""
+    run = running_stack.run_deployment("training/training", {"spec": MODEL})
+    (final,) = running_stack.wait_final([run.id])
+    assert final.state.is_completed(), f"{final.state.message}\n{running_stack.tail()}"
+    return running_stack
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +70,26 @@ def screenshot(page: Any, name: str) -> None:
 
 
 def test_prefect_ui_lists_the_training_deployments(trained_stack: Stack, page: Any) -> None:
+    names = ("training", f"train-{MODEL}", f"train-{NIGHTLY}")
     with trained_stack.prefect() as client:
-        ids = {
-            name: client.read_deployment_by_name(f"training/{name}").id
-            for name in ("training", f"train-{MODEL}")
-        }
+        ids = {name: client.read_deployment_by_name(f"training/{name}").id for name in names}
     page.goto(f"http://127.0.0.1:{trained_stack.prefect_port}/deployments")
-    ours = page.get_by_role("row").filter(has_text=f"train-{MODEL}")
-    ours.first.wait_for(timeout=UI_TIMEOUT_MS)
-    screenshot(page, "prefect-deployments.png")
-    assert "At 02:00 AM every day" in ours.first.inner_text()  # the spec's default schedule
+    search = page.get_by_placeholder("Search deployments")
+    search.wait_for(timeout=UI_TIMEOUT_MS)
+    # The list is paged: find each deployment by name, as a user would.
     for name, deployment_id in ids.items():
+        search.fill(name)
         link = page.locator(f'a[href="/deployments/deployment/{deployment_id}"]')
+        link.wait_for(timeout=UI_TIMEOUT_MS)
         assert link.count() == 1 and link.inner_text().strip() == name
+    nightly = page.get_by_role("row").filter(has_text=f"train-{NIGHTLY}")
+    assert "At 02:00 AM every day" in nightly.first.inner_text()  # the default schedule of a spec
+    search.fill("train-")
+    page.get_by_role("row").filter(has_text=f"train-{MODEL}").first.wait_for(timeout=UI_TIMEOUT_MS)
+    screenshot(page, "prefect-deployments.png")
 
 
-def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(
-    trained_stack: Stack, page: Any
-) -> None:
+def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(trained_stack: Stack, page: Any) -> None:
     page.goto(f"{trained_stack.mlflow_url}/#/models/{MODEL}")
     version = page.get_by_role("row").filter(has_text="Version 1")
     version.first.wait_for(timeout=UI_TIMEOUT_MS)

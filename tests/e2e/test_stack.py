@@ -12,26 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Stack, drop_databases, new_stack, start, stop
+from tests.e2e.harness import NIGHTLY, ON_DEMAND, Stack, drop_databases, new_stack, start, stop
 from tests.factories import classification_frame, write_csv, write_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MODEL = "e2e"
 RACE_MODEL = "race"
-# Models of this module retrain only when a test asks: the watch flow's schedule on the shared
-# stack must not start a run behind a test's back.
-ON_DEMAND = {"retrain_on": []}
 
 
 def stack_project(root: Path) -> None:
     """This module's models: `e2e`, and `race` with five samples that compete for champion."""
     frame = classification_frame(rows=300, seed=1)
     write_csv(root, "data/e2e.csv", frame)
-    write_spec(root, MODEL, "../data/e2e.csv", monitoring=ON_DEMAND)
+    write_spec(root, MODEL, "../data/e2e.csv", **ON_DEMAND)
     # Five samples of one population (each leaves out a different tenth): five versions that
     # compete for champion, all within the contract drafted from whichever run goes first.
-    write_spec(root, RACE_MODEL, "../data/race-0.csv", contract={"range_tolerance": 0.5}, monitoring=ON_DEMAND)
+    write_spec(root, RACE_MODEL, "../data/race-0.csv", contract={"range_tolerance": 0.5}, **ON_DEMAND)
     for k in range(5):
         write_csv(root, f"data/race-{k}.csv", frame.drop(index=range(30 * k, 30 * k + 30)))
 
@@ -42,8 +39,7 @@ def stack_project(root: Path) -> None:
 )
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if request.param == "sqlite":
-        shared: Stack = request.getfixturevalue("session_stack")
-        yield shared if shared.running else start(shared)
+        yield request.getfixturevalue("running_stack")
         return
     own = new_stack(tmp_path_factory.mktemp("stack-postgresql") / "project", request.getfixturevalue("postgres_url"))
     stack_project(own.root)
@@ -129,7 +125,9 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
     ours = generated[f"train-{MODEL}"]
     assert ours.parameters == {"spec": MODEL}
     assert ours.parameter_openapi_schema["properties"]["spec"]["enum"] == [MODEL]
-    assert [(s.schedule.cron, s.schedule.timezone) for s in ours.schedules] == [("0 2 * * *", "UTC")]
+    assert ours.schedules == []  # `schedule.cron: null`: trained only when asked
+    nightly = generated[f"train-{NIGHTLY}"]  # a spec without a schedule gets the nightly default
+    assert [(s.schedule.cron, s.schedule.timezone) for s in nightly.schedules] == [("0 2 * * *", "UTC")]
     assert ours.global_concurrency_limit is not None and ours.global_concurrency_limit.limit == 1
     assert f"model:{MODEL}" in ours.tags
 
