@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from app.console import Verbose, flow_result, quiet_prefect, say
+from conveyor.settings import user_path
 
 
 def _shown(path: str) -> str:
@@ -29,8 +31,8 @@ def score(
 
     state = scoring_flow(
         model=name,
-        input_path=input,
-        output_path=output,
+        input_path=user_path(input, Path.cwd()),
+        output_path=user_path(output, Path.cwd()),
         version=version,
         chunk_rows=chunk_rows,
         return_state=True,
@@ -54,7 +56,7 @@ def feedback(
     quiet_prefect(verbose)
     from flows.scoring import feedback_flow
 
-    result = flow_result(feedback_flow(model=name, labels_path=labels, return_state=True))
+    result = flow_result(feedback_flow(model=name, labels_path=user_path(labels, Path.cwd()), return_state=True))
     skipped = f" ({result['skipped']} rows skipped: no id or no label)" if result["skipped"] else ""
     say(
         f"{result['model']}: {result['recorded']:,} labels recorded from "

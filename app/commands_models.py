@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
 
 from app.console import Verbose, exit_code_of, quiet_prefect, report_error, run_or_exit, say
 from conveyor.errors import ConveyorError
+from conveyor.settings import user_path
 
 
 def train(
@@ -22,7 +24,9 @@ def train(
 
     worst = 0
     for spec in specs:
-        state: Any = training_flow(spec=spec, data_path=data, allow_promotion=not no_promote, return_state=True)
+        # A path typed here is the working directory's; the flow resolves relative ones from the project root.
+        data_path = None if data is None else user_path(data, Path.cwd())
+        state: Any = training_flow(spec=spec, data_path=data_path, allow_promotion=not no_promote, return_state=True)
         try:
             # The flow returns a Completed state carrying the outcome; the run's final state is
             # that state, and its result is the outcome dict.

@@ -29,6 +29,8 @@ class _DropExpectedTracebacks(logging.Filter):
     """Keep expected failures to one line on the terminal; the Prefect API still gets the details."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "conveyor_expected", False):  # the flow's own one-line account of it
+            return False
         if record.exc_info and isinstance(record.exc_info[1], ConveyorError):
             return False
         if record.levelno < logging.ERROR:

@@ -194,6 +194,14 @@ def log_dataset_input(run_id: str, frame: Any, name: str, digest: str, source: s
     client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
 
 
+def artifact_bytes(run_id: str, path: str) -> bytes:
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder)
+        return Path(local).read_bytes()
+
+
 def artifact_text(run_id: str, path: str) -> str:
     import mlflow.artifacts
 

@@ -12,6 +12,7 @@ from conveyor import settings
 from conveyor.links import model_version_link
 from conveyor.orchestration import run_tags
 from conveyor.predictions import FeedbackResult
+from conveyor.settings import user_path
 from conveyor.spec import find_spec
 from tasks.data import display_path
 from tasks.scoring import (
@@ -82,6 +83,8 @@ def scoring_flow(
     spec = find_spec(model)
     run_tags(spec.name)
     serving = resolve_model(spec.name, version)
+    # A relative path is the project root's (a deployment's form); the CLI passes absolute paths.
+    input_path, output_path = user_path(input_path), user_path(output_path)
     checked = validate_input(spec, serving, input_path)
     summary = score_batch(spec, serving, checked, output_path, chunk_rows)
     create_markdown_artifact(
@@ -121,7 +124,7 @@ def feedback_flow(model: str, labels_path: str) -> dict[str, Any]:
     """
     spec = find_spec(model)
     run_tags(spec.name)
-    result = record_labels(spec, labels_path)
+    result = record_labels(spec, user_path(labels_path))
     create_markdown_artifact(
         _feedback_markdown(result),
         key=_key("feedback-", spec.name),

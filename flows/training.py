@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from conveyor import registry
-from conveyor.decision import decide
+from conveyor.decision import Decision, decide
 from conveyor.errors import ConveyorError, DataError, GateNotMet
 from conveyor.events import DATA_ARRIVED
 from conveyor.lineage import Lineage, lineage_of
@@ -19,9 +19,10 @@ from conveyor.orchestration import model_slot, run_tags
 from conveyor.policy import retrain_refusal
 from conveyor.settings import user_path
 from conveyor.spec import PipelineSpec, find_spec
+from tasks.comparison import compare_with_champion, hashes_bytes, load_champion_rows, row_hashes
 from tasks.contracts import validate_data
 from tasks.data import Dataset, infer_task, load_data, split_data
-from tasks.evaluation import compute_metrics, evaluate_champion, evaluate_model
+from tasks.evaluation import compute_metrics, evaluate_model
 from tasks.lineage import digest_contract, digest_data, find_existing_version, is_final
 from tasks.packaging import build_reference_profile, model_card, package_model
 from tasks.registry import Registered, load_champion, promote_model, register_model
@@ -66,7 +67,8 @@ def training_flow(
             result = _train(pipeline, user_path(data_path) if data_path else None, allow_promotion)
     except ConveyorError as exc:
         # An expected failure: one line in the log and in the run's state, no traceback.
-        logger.log(logging.WARNING if isinstance(exc, GateNotMet) else logging.ERROR, "%s", exc)
+        level = logging.WARNING if isinstance(exc, GateNotMet) else logging.ERROR
+        logger.log(level, "%s", exc, extra={"conveyor_expected": True})
         return Failed(message=str(exc)[:2000], data=exc)
     logger.info("%s", result.message)
     return Completed(message=result.message, data=result.as_dict())
@@ -136,10 +138,22 @@ def _train_in_run(
         model, best_params = load_adopted_model(name, str(adopted.version)), {}
     evaluation = evaluate_model(task_type, model, split.X_test, split.y_test, pipeline.data.split.seed)
     compared_with, champion_model = load_champion(name)
-    champion_metrics = evaluate_champion(task_type, champion_model, split.X_test, split.y_test)
+    comparison = compare_with_champion(
+        task_type,
+        model,
+        champion_model,
+        split.X_test,
+        split.y_test,
+        evaluation.metrics,
+        load_champion_rows(name, compared_with),
+    )
+    champion_metrics = comparison.champion
     log_evaluation(run_id, evaluation, champion_metrics, best_params)
-    floors, margin = pipeline.evaluation.floors, pipeline.evaluation.margin
-    plan = decide(pipeline.primary_metric, evaluation.metrics, champion_metrics, floors, margin)
+    metric, floors, margin = pipeline.primary_metric, pipeline.evaluation.floors, pipeline.evaluation.margin
+    plan = decide(metric, evaluation.metrics, None, floors, margin)  # floors: on the whole holdout
+    if plan.outcome != "rejected" and champion_metrics is not None:
+        against = decide(metric, comparison.candidate, champion_metrics, {}, margin)
+        plan = Decision(against.outcome, against.reason + comparison.note())
 
     if adopted is not None:
         registered = Registered(str(adopted.version), adopted.run_id, f"models:/{name}/{adopted.version}")
@@ -154,7 +168,8 @@ def _train_in_run(
             evaluation.importance,
             best_params,
         )
-        packaged = package_model(run_id, pipeline, model, split.X_test, card, profile)
+        train_rows = hashes_bytes(row_hashes(split.X_train, split.y_train))
+        packaged = package_model(run_id, pipeline, model, split.X_test, card, profile, train_rows)
         tags = {
             **lineage.tags(),
             "conveyor.task": str(task_type),

@@ -87,6 +87,7 @@ def package_model(
     X_example: pd.DataFrame,
     card: str,
     profile: dict[str, Any],
+    train_rows: bytes,
 ) -> registry.PackagedModel:
     """Log the pipeline with signature, input example, pinned requirements, its model card, its
     spec, its column roles and its reference profile."""
@@ -99,4 +100,7 @@ def package_model(
         "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
         "conveyor/profile.json": json.dumps(profile),
     }
-    return registry.package_model(run_id, model, example, output, list(pinned_requirements()), extra_files=extra)
+    packaged = registry.package_model(run_id, model, example, output, list(pinned_requirements()), extra_files=extra)
+    # The training rows' hashes: a later run leaves them out when it scores this model as champion.
+    registry.log_bytes(run_id, {"train_rows.npy": train_rows}, "conveyor")
+    return packaged
