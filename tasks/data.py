@@ -355,7 +355,12 @@ def contract_columns(path: Path) -> list[str] | None:
 
 
 def infer_task(target: pd.Series, max_classes: int = 20) -> TaskType:
-    """binary for two values, multiclass for text or few integer values, else regression."""
+    """binary for two values, multiclass for text or few integer codes, else regression.
+
+    Integers are class codes when there are at most `max_classes` of them and they repeat (a
+    value seen twice on average, or at most 3 values): a small table of integer measurements
+    (16 employment counts, 21 stack losses) is a regression, not 16 classes of one row each.
+    """
     values = target.dropna()
     unique = values.nunique()
     if unique <= 2:
@@ -364,7 +369,8 @@ def infer_task(target: pd.Series, max_classes: int = 20) -> TaskType:
     if not numeric:
         return "multiclass"
     integral = pd.api.types.is_integer_dtype(values) or bool((values == values.round()).all())
-    return "multiclass" if integral and unique <= max_classes else "regression"
+    repeated = unique <= 3 or len(values) >= 2 * unique
+    return "multiclass" if integral and unique <= max_classes and repeated else "regression"
 
 
 @dataclass(frozen=True)

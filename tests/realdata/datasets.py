@@ -98,6 +98,11 @@ def _grunfeld() -> pd.DataFrame:
 
 TINY = f"fewer than {TINY_ROWS} rows: a holdout of a handful of rows makes the metric noise"
 
+DUPLICATES = (
+    "refused by the contract's duplicate check (more than 10 % of rows have an identical twin): survey "
+    "answers on a few discrete scales repeat; set contract.max_duplicate_fraction to train on them"
+)
+
 CORPUS: tuple[RealDataset, ...] = (
     # scikit-learn's bundled tables
     RealDataset("iris", "sklearn", _sklearn("iris"), "target"),
@@ -107,7 +112,14 @@ CORPUS: tuple[RealDataset, ...] = (
     RealDataset("linnerud", "sklearn", _linnerud, "Pulse", tolerance=None, why=TINY),
     # statsmodels.datasets
     RealDataset("anes96", "statsmodels", _anes96, "vote"),
-    RealDataset("fair", "statsmodels", _statsmodels("fair"), "affairs"),
+    RealDataset(
+        "fair",
+        "statsmodels",
+        _statsmodels("fair"),
+        "affairs",
+        refusal=r"26\.0%\) have an identical twin",
+        why=DUPLICATES,
+    ),
     RealDataset("spector", "statsmodels", _statsmodels("spector"), "GRADE", tolerance=None, why=TINY),
     RealDataset("star98", "statsmodels", _statsmodels("star98"), "NABOVE"),
     RealDataset("modechoice", "statsmodels", _statsmodels("modechoice"), "choice"),
@@ -117,7 +129,9 @@ CORPUS: tuple[RealDataset, ...] = (
     RealDataset("engel", "statsmodels", _statsmodels("engel"), "foodexp", "rownames"),
     RealDataset("heart", "statsmodels", _statsmodels("heart"), "survival"),
     RealDataset("ccard", "statsmodels", _statsmodels("ccard"), "AVGEXP"),
-    RealDataset("strikes", "statsmodels", _statsmodels("strikes"), "duration"),
+    RealDataset(
+        "strikes", "statsmodels", _statsmodels("strikes"), "duration", refusal=r"have an identical twin", why=DUPLICATES
+    ),
     RealDataset("elnino", "statsmodels", _statsmodels("elnino"), "DEC"),
     RealDataset("interest_inflation", "statsmodels", _statsmodels("interest_inflation"), "R"),
     RealDataset("nile", "statsmodels", _statsmodels("nile"), "volume"),
@@ -133,7 +147,7 @@ CORPUS: tuple[RealDataset, ...] = (
         _statsmodels("co2"),
         "co2",
         "pandas_index",
-        refusal=r"target 'co2'.*missing",
+        refusal=r"column 'co2': 59 missing values \(target\)",
         why="59 weeks have no reading: a target with missing values is refused, naming the column",
     ),
     # vega_datasets' local files

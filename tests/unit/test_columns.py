@@ -19,6 +19,9 @@ from tasks.training import build_pipeline, fit_pipeline, infer_columns
         (list(np.linspace(0, 1, 50)), "regression"),
         (list(range(100)), "regression"),
         ([0.5, 1.5, 2.25, 3.0], "regression"),
+        ([60323, 61122, 60171, 61187, 63221, 63639, 64989, 63761], "regression"),  # counts, none repeated
+        ([42, 37, 37, 28, 18, 18, 19, 20, 15, 14, 14, 13, 11, 12, 8, 7, 8, 8, 9, 15, 15], "regression"),
+        ([1, 2, 3, 4, 5] * 4, "multiclass"),  # ratings: few values, each seen often
     ],
 )
 def test_infer_task(values, expected) -> None:
