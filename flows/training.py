@@ -12,7 +12,7 @@ from prefect.states import Completed, Failed
 
 from conveyor import registry
 from conveyor.decision import Decision, decide
-from conveyor.errors import ConveyorError, DataError, GateNotMet
+from conveyor.errors import ConveyorError, DataError, GateNotMet, storage_error
 from conveyor.events import DATA_ARRIVED
 from conveyor.lineage import Lineage, lineage_of
 from conveyor.orchestration import model_slot, run_tags
@@ -65,8 +65,11 @@ def training_flow(
                     logger.info("%s", result.message)
                     return Completed(message=result.message, data=result.as_dict())
             result = _train(pipeline, user_path(data_path) if data_path else None, allow_promotion)
-    except ConveyorError as exc:
+    except Exception as raised:
         # An expected failure: one line in the log and in the run's state, no traceback.
+        exc = raised if isinstance(raised, ConveyorError) else storage_error(raised)
+        if exc is None:
+            raise
         level = logging.WARNING if isinstance(exc, GateNotMet) else logging.ERROR
         logger.log(level, "%s", exc, extra={"conveyor_expected": True})
         return Failed(message=str(exc)[:2000], data=exc)

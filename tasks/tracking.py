@@ -12,7 +12,7 @@ import pandas as pd
 from prefect import task
 
 from conveyor import links, registry
-from conveyor.errors import DataError
+from conveyor.errors import DataError, storage_error
 from conveyor.lineage import Lineage
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
@@ -110,7 +110,8 @@ def fail_training_run(run_id: str, error: BaseException) -> None:
     """End the run FAILED with the error (and the validation report of a refusal) attached."""
     if isinstance(error, DataError) and error.report is not None:
         registry.log_dict(run_id, error.report, "validation/report.json")
-    registry.set_tags(run_id, {"conveyor.error": str(error)[:5000]})
+    message = storage_error(error) or error
+    registry.set_tags(run_id, {"conveyor.error": str(message)[:5000]})
     registry.rename_run(run_id, f"failed-{type(error).__name__}")
     registry.end_run(run_id, failed=True)
 

@@ -1,0 +1,53 @@
+"""A full disk under the artifact store: one line and exit code 8, nothing registered, the run
+ended FAILED; the next run after space returns trains. A real tmpfs of 1 MB, mounted for the test."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import registry
+from conveyor.errors import StorageError
+from flows.training import training_flow
+from tests.factories import classification_frame, write_csv, write_spec
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_artifact_disk_fails_cleanly_and_the_next_run_trains(
+    project: Path, tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_ARTIFACT_ROOT", str(tiny_disk / "artifacts"))
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))  # leave 64 kB: less than one model
+    write_csv(project, "data/train.csv", classification_frame())
+    spec = write_spec(project, "churn", "../data/train.csv")
+
+    with pytest.raises(StorageError, match="no space left") as caught:
+        training_flow(spec=str(spec))
+    assert caught.value.exit_code == 8
+    assert registry.list_versions("churn") == []
+    assert registry.alias_version("churn", registry.CHAMPION) is None
+    (run,) = registry.training_runs("churn")
+    assert run.info.status == "FAILED"
+    assert "no space left" in run.data.tags["conveyor.error"]
+
+    filler.unlink()
+    result = training_flow(spec=str(spec))
+    assert result["outcome"] == "promoted" and result["version"] == "1"
