@@ -147,7 +147,8 @@ def _numbers_as_text(features: pd.DataFrame) -> list[Failure]:
         problems.append(
             Failure(
                 NUMBERS_AS_TEXT, str(column), WARN,
-                f"numbers, but {counted(count, 'value')} {listed} (a spelling of missing?) make the column text",
+                f"numbers, but {counted(count, 'value')} {listed} (a spelling of missing?) "
+                f"make{'s' * (count == 1)} the column text",
                 count, list(spellings),
             )
         )  # fmt: skip

@@ -106,6 +106,9 @@ def describe_failure(item: dict[str, Any], result: dict[str, Any], frame: pd.Dat
     if kind == BETWEEN:
         low, high = kwargs.get("min_value"), kwargs.get("max_value")
         family = item.get("meta", {}).get("family")
+        if family in DATE_FAMILIES and (low is None) != (high is None):  # an open date range reads as words
+            side = f"before {low}" if high is None else f"after {high}"
+            return failure(f"{counted(count, 'value')} {side}{for_example(examples)}")
         low_text = "-inf" if low is None else _bound(low, family)
         high_text = "inf" if high is None else _bound(high, family)
         return failure(f"{counted(count, 'value')} outside [{low_text}, {high_text}]{for_example(examples)}")

@@ -483,6 +483,16 @@ def test_dates_are_typed_ranged_and_kept_in_the_serving_contract(family: str, tm
     # Scoring reads the batch with pyarrow's CSV reader, without the target.
     batch = pacsv.read_csv(path).to_pandas().drop(columns=["label"])
     assert validate_frame(batch, serving_contract(suite, "label"), spec, "batch.csv").success
+    # Rows to score come later than the rows the model learnt from: no upper bound there, the lower one holds.
+    later, earlier = batch.copy(), batch.copy()
+    later.loc[0, "when"] = later["when"].max() + pd.Timedelta(days=3650)
+    earlier.loc[0, "when"] = earlier["when"].min() - pd.Timedelta(days=3650)
+    assert validate_frame(later, serving_contract(suite, "label"), spec, "batch.csv").success
+    refused = validate_frame(earlier, serving_contract(suite, "label"), spec, "batch.csv")
+    assert refused.message().startswith(
+        f"batch.csv: column 'when': 1 value before {dates['kwargs']['min_value']} (e.g. "
+    )
+    assert not validate_frame(later, suite, spec, "train.csv").success  # training keeps both bounds
 
 
 def test_the_drafted_count_of_checks_is_the_count_the_report_gives(tmp_path: Path) -> None:
