@@ -11,7 +11,8 @@ import sys
 import typer
 
 from app import commands_loop, commands_models, commands_stack
-from app.console import UNEXPECTED
+from app.console import UNEXPECTED, report_error
+from conveyor.errors import ConveyorError
 
 app = typer.Typer(
     add_completion=False,
@@ -30,6 +31,9 @@ def main() -> None:
         app()
     except SystemExit:
         raise
+    except ConveyorError as exc:  # raised before a command's own handler (a service that is down)
+        report_error(exc)
+        sys.exit(exc.exit_code)
     except BaseException:
         import traceback
 

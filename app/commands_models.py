@@ -55,11 +55,15 @@ def show(name: Annotated[str, typer.Argument(help="The model's name (its spec's 
     from conveyor import registry
 
     def body() -> None:
+        registry.check_reachable()
         versions = registry.list_versions(name)
         if not versions:
             raise ConveyorError(f"no registered model named {name!r} in {registry.client().tracking_uri}")
         champion = registry.alias_version(name, registry.CHAMPION)
         say(f"{name}: champion v{champion.version if champion else 'none'}")
+        moved = registry.unaudited_champion(name)
+        if moved:
+            say(f"warning: {moved}", err=True)
         aliases: dict[str, list[str]] = {}
         for alias in (registry.CHAMPION, registry.CHALLENGER):
             found = registry.alias_version(name, alias)

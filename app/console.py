@@ -58,6 +58,30 @@ def quiet_prefect(verbose: bool) -> None:
                 handler.addFilter(_DropExpectedTracebacks())
     for name in ("mlflow", "alembic", "great_expectations"):
         logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
+    check_services()
+
+
+def check_services(timeout: float = 3.0) -> None:
+    """Fail in seconds with one line when the Prefect API or the tracking store set in the
+    environment does not answer (their clients would retry for minutes)."""
+    from prefect.settings import get_current_settings
+
+    from conveyor import registry
+    from conveyor.errors import UnreachableError
+    from conveyor.settings import masked
+
+    api = get_current_settings().api.url
+    if api:
+        import httpx
+
+        try:
+            httpx.get(f"{str(api).rstrip('/')}/health", timeout=timeout).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise UnreachableError(
+                f"the Prefect API {masked(str(api))} does not answer ({type(exc).__name__}); start it (make up) "
+                "or unset PREFECT_API_URL to run on a temporary local one"
+            ) from None
+    registry.check_reachable(timeout)
 
 
 def say(message: str, *, err: bool = False) -> None:

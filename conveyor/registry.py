@@ -363,6 +363,23 @@ def record_audit(name: str, entry: dict[str, Any]) -> None:
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 
 
+def unaudited_champion(name: str) -> str | None:
+    """Why the champion alias is not where the audit trail last put it (None when it is, or when
+    there is no champion): an alias moved from outside Conveyor, with no decision behind it."""
+    current = alias_version(name, CHAMPION)
+    if current is None:
+        return None
+    placed = [entry.get("champion_after") for entry in audit_trail(name, limit=200) if entry.get("champion_after")]
+    if not placed:
+        return f"champion v{current.version} of {name} has no audited decision behind it"
+    if str(placed[0]) != str(current.version):
+        return (
+            f"champion v{current.version} of {name} was not put there by Conveyor: "
+            f"the audit trail's last decision made v{placed[0]} champion"
+        )
+    return None
+
+
 def audit_recorded(name: str, version: str, outcome: str) -> bool:
     """Whether the audit trail already holds this decision (a rerun finishing a job writes it once)."""
     mlflow_client = client()

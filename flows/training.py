@@ -25,7 +25,7 @@ from tasks.data import Dataset, infer_task, load_data, split_data
 from tasks.evaluation import compute_metrics, evaluate_model
 from tasks.lineage import digest_contract, digest_data, find_existing_version, is_final
 from tasks.packaging import build_reference_profile, model_card, package_model
-from tasks.registry import Registered, load_champion, promote_model, register_model
+from tasks.registry import Registered, load_champion, promote_model, recover_interrupted, register_model
 from tasks.summary import TrainingResult, publish_summary, publish_unchanged, skipped
 from tasks.tracking import close_training_run, fail_training_run, log_evaluation, log_training_inputs, open_training_run
 from tasks.training import load_adopted_model, train_model
@@ -78,6 +78,9 @@ def training_flow(
 
 
 def _train(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool) -> TrainingResult:
+    recovered = recover_interrupted(pipeline)
+    if recovered:
+        get_run_logger().warning("finished what interrupted runs left: %s", ", ".join(recovered))
     spec_digest = pipeline.digest()  # of the spec as written, before its task is settled
     data_digest = digest_data(pipeline, data_path)
     contract = digest_contract(pipeline)

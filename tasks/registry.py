@@ -151,5 +151,38 @@ def promote_model(
     )
 
 
+def finish_interrupted(spec: PipelineSpec, version: Any) -> Decision | None:
+    """Finish the promotion of a version an interrupted run left undecided, from the intent it
+    wrote; a version with no intent (no alias moved yet) is deleted. None when deleted."""
+    name, tags = spec.name, version.tags
+    if INTENT not in tags:
+        registry.discard_undecided(name, str(version.version))
+        return None
+    previous = tags.get(PREVIOUS) or None
+    reason = f"{tags.get(INTENT_REASON, '')} (finished after the run that decided it was interrupted)"
+    plan = Decision(tags[INTENT], reason)  # type: ignore[arg-type]
+    current = registry.alias_version(name, registry.CHAMPION)
+    current_version = None if current is None else str(current.version)
+    if plan.outcome == "promoted" and current_version not in (previous, str(version.version)):
+        # The champion moved meanwhile; without the holdout this version cannot be compared again.
+        plan = Decision("kept", f"interrupted before promotion, and the champion has since moved to v{current_version}")
+        previous = current_version
+    registered = Registered(str(version.version), version.run_id, f"models:/{name}/{version.version}")
+    return apply_promotion(spec, registered, plan, previous, {}, lambda _: None, True)
+
+
+@task(name="recover_interrupted", **IO_TASK)
+def recover_interrupted(spec: PipelineSpec) -> list[str]:
+    """Leave no version undecided: finish or delete what killed runs of this model left behind.
+    Runs while holding the model's training slot, so no live run owns these versions."""
+    done = []
+    for version in registry.list_versions(spec.name):
+        if DECISION in version.tags:
+            continue
+        outcome = finish_interrupted(spec, version)
+        done.append(f"v{version.version} {'deleted' if outcome is None else outcome.outcome}")
+    return done
+
+
 # Fault injection for the crash tests: a test replaces this with a function that raises.
 CHECKPOINT: Callable[[str], None] = _no_checkpoint

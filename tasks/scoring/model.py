@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,12 @@ def load_serving_model(name: str, version: str | None = None) -> ServingModel:
                 raise RegistryError(f"no registered model named {name!r}: train it first (conveyor train {name})")
             raise RegistryError(f"model {name!r} has no champion yet: promote a version, or pass --version")
         alias = registry.CHAMPION
+        moved = registry.unaudited_champion(name)
+        if moved and os.environ.get("CONVEYOR_ALLOW_UNAUDITED_CHAMPION") != "1":
+            raise RegistryError(
+                f"{moved}; refusing to score with it (score a --version, move the alias back through "
+                "Conveyor, or set CONVEYOR_ALLOW_UNAUDITED_CHAMPION=1)"
+            )
     else:
         found = registry.get_version(name, version)
     resolved = str(found.version)

@@ -159,13 +159,22 @@ def test_promotion_can_be_withheld(project: Path) -> None:
     assert registry.alias_version("churn", "champion") is None
 
 
-def test_a_version_left_undecided_by_a_dead_run_is_adopted(project: Path, trained: dict) -> None:
-    """A run killed between registering and deciding leaves a version without a decision: the
-    rerun adopts it (no second version, no refit) and finishes the job."""
+def test_a_version_left_undecided_by_a_dead_run_is_finished(project: Path, trained: dict) -> None:
+    """A run killed after writing its intent but before its decision tag leaves an undecided
+    version: the next run finishes it from the intent (no second version, no refit, one audit entry)."""
     registry.client().delete_model_version_tag("churn", "1", "conveyor.decision")
     again = training_flow(spec=str(project / "pipelines" / "churn.yaml"))
-    assert again["reused"] is False and again["adopted"] is True
-    assert again["version"] == "1"
+    assert again["version"] == "1" and again["outcome"] == "promoted"
     assert [str(v.version) for v in registry.list_versions("churn")] == ["1"]
-    assert registry.get_version("churn", "1").tags["conveyor.decision"] == again["outcome"] == "promoted"
+    assert registry.get_version("churn", "1").tags["conveyor.decision"] == "promoted"
     assert [entry["outcome"] for entry in registry.audit_trail("churn")] == ["promoted"]
+
+
+def test_a_version_registered_by_a_dead_run_before_its_intent_is_deleted(project: Path, trained: dict) -> None:
+    for key in ("conveyor.decision", "conveyor.intent"):
+        registry.client().delete_model_version_tag("churn", "1", key)
+    registry.client().delete_registered_model_alias("churn", "champion")
+    registry.client().delete_registered_model_alias("churn", "challenger")
+    again = training_flow(spec=str(project / "pipelines" / "churn.yaml"))
+    assert [str(v.version) for v in registry.list_versions("churn")] == ["2"]
+    assert again["version"] == "2" and again["outcome"] == "promoted"

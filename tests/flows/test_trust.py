@@ -60,3 +60,28 @@ def test_a_version_without_its_digest_is_refused(model_folder: Path) -> None:
     registry.client().delete_model_version_tag("churn", "1", "conveyor.artifact_digest")
     with pytest.raises(RegistryError, match="no artifact digest recorded"):
         registry.load_model("churn", "1")
+
+
+def test_a_champion_moved_from_outside_is_reported_and_refused_by_scoring(
+    model_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.scoring.model import load_serving_model
+
+    v1 = registry.get_version("churn", "1")
+    run_id = registry.start_run("churn", run_name="outside", tags={})
+    other = registry.register_version(
+        "churn", v1.source, run_id, dict(v1.tags), model_id=v1.source.removeprefix("models:/")
+    )
+    assert registry.unaudited_champion("churn") is None
+    registry.set_alias("churn", registry.CHAMPION, str(other.version))  # no Conveyor decision behind it
+    reason = registry.unaudited_champion("churn")
+    assert reason == (
+        f"champion v{other.version} of churn was not put there by Conveyor: "
+        "the audit trail's last decision made v1 champion"
+    )
+    with pytest.raises(RegistryError, match="refusing to score with it") as caught:
+        load_serving_model("churn")
+    assert caught.value.exit_code == 4
+    assert load_serving_model("churn", version="1").version == "1"  # a named version still scores
+    monkeypatch.setenv("CONVEYOR_ALLOW_UNAUDITED_CHAMPION", "1")
+    assert load_serving_model("churn").version == str(other.version)
