@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
@@ -30,6 +30,7 @@ from tasks.drift.steps import (
     render_monitoring_report,
     resolve_monitored,
 )
+from tasks.registry import check_champion_audit
 
 REPORT = "monitoring/report.html"
 
@@ -70,6 +71,10 @@ def monitoring_flow(model: str, since_hours: float | None = 24.0, window: str = 
     name = f"monitor-v{champion.version}-{verdict}"  # the MLflow run, in the model's experiment
     name_flow_run(f"monitor-{spec.name}-v{champion.version}-{verdict}")
     note = (labels.note or NO_LABELS).capitalize() + "."
+    moved = check_champion_audit(spec.name)
+    if moved:  # monitoring still watches what is served, and says it was not put there by Conveyor
+        get_run_logger().warning("%s", moved)
+        note = f"{note} Warning: {moved}."
     html = render_monitoring_report(spec.name, champion.version, drift, performance, champion.holdout, note)
     logged = figures(drift, performance, primary)
     run = publish_monitoring(
@@ -94,4 +99,5 @@ def monitoring_flow(model: str, since_hours: float | None = 24.0, window: str = 
         "run_id": run.run_id,
         "run_name": name,
         "figures": logged,
+        "unaudited_champion": moved,
     }

@@ -184,5 +184,11 @@ def recover_interrupted(spec: PipelineSpec) -> list[str]:
     return done
 
 
+@task(name="check_champion_audit", **IO_TASK)
+def check_champion_audit(name: str) -> str | None:
+    """Why the champion alias has no audited Conveyor decision behind it (None when it has)."""
+    return registry.unaudited_champion(name)
+
+
 # Fault injection for the crash tests: a test replaces this with a function that raises.
 CHECKPOINT: Callable[[str], None] = _no_checkpoint
