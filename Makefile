@@ -43,6 +43,10 @@ down: ## Stop exactly what `make up` started
 test: $(BIN)/conveyor ## Run the whole test suite
 	$(BIN)/pytest
 
+.PHONY: test-realdata
+test-realdata: $(BIN)/conveyor ## The real-data corpus only (34 public tables, several minutes)
+	$(BIN)/pytest -m realdata
+
 .PHONY: test-fast
 test-fast: $(BIN)/conveyor ## Unit tests only
 	$(BIN)/pytest tests/unit

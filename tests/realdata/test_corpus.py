@@ -25,7 +25,7 @@ from tasks.data import infer_task, load_dataset, split_frame
 from tasks.evaluation import metrics_from_predictions
 from tests.realdata.datasets import CORPUS, TINY_ROWS, RealDataset
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.usefixtures("prefect_harness")]
 
 
 def five_line_spec(folder: Path, entry: RealDataset, csv: Path) -> Path:
