@@ -17,11 +17,17 @@ def up(
 
     config = run_or_exit(StackConfig.from_env)
     state, already = run_or_exit(lambda: start(config, timeout=timeout, deploy=not no_deploy, echo=say))
-    say("the stack is already up" if already else f"the stack is up ({state.profile})")
+    profile = f"{state.profile}, auth" if state.auth else state.profile
+    say("the stack is already up" if already else f"the stack is up ({profile})")
     say(f"Prefect UI: {state.prefect_ui_url}")
     say(f"MLflow UI:  {state.mlflow_url}{MLFLOW_CLASSIC_VIEW}")
     say(f"logs:       {config.logs_dir}")
-    say(f"to use it:  export PREFECT_API_URL={state.prefect_api_url} MLFLOW_TRACKING_URI={state.mlflow_url}")
+    if state.auth:
+        # Never the secrets themselves: they are in files only the owner can read.
+        say(f"to use it:  source {config.auth_env_file}  (the addresses and credentials, readable by you only)")
+        say(f"logins:     MLflow user admin, Prefect auth string: both in {config.auth_file}")
+    else:
+        say(f"to use it:  export PREFECT_API_URL={state.prefect_api_url} MLFLOW_TRACKING_URI={state.mlflow_url}")
 
 
 def down(

@@ -38,10 +38,11 @@ class StackConfig:
     mlflow_port: int = 5000
     database_url: str | None = None
     database_prefix: str = "conveyor"
+    auth: bool = False  # the hardened profile: MLflow basic-auth, a Prefect API auth string
 
     @classmethod
     def from_env(cls, root: Path | None = None) -> StackConfig:
-        """Read CONVEYOR_PREFECT_PORT, CONVEYOR_MLFLOW_PORT, CONVEYOR_DATABASE_URL/_PREFIX."""
+        """Read CONVEYOR_PREFECT_PORT, CONVEYOR_MLFLOW_PORT, CONVEYOR_DATABASE_URL/_PREFIX, CONVEYOR_AUTH."""
         prefix = os.environ.get("CONVEYOR_DATABASE_PREFIX", "conveyor")
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", prefix):
             raise StackError(f"CONVEYOR_DATABASE_PREFIX={prefix!r}: use lower-case letters, digits and _")
@@ -54,6 +55,7 @@ class StackConfig:
             mlflow_port=port_from_env("CONVEYOR_MLFLOW_PORT", 5000),
             database_url=database_url,
             database_prefix=prefix,
+            auth=flag_from_env("CONVEYOR_AUTH"),
         )
 
     @property
@@ -67,6 +69,26 @@ class StackConfig:
     @property
     def stack_file(self) -> Path:
         return self.state_dir / "stack.json"
+
+    @property
+    def auth_file(self) -> Path:
+        """The hardened profile's credentials (JSON), readable by the owner only."""
+        return self.state_dir / "auth.json"
+
+    @property
+    def auth_env_file(self) -> Path:
+        """`export` lines for a shell (`source` it): the addresses and the credentials, owner only."""
+        return self.state_dir / "auth.env"
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        """MLflow's basic-auth configuration (MLFLOW_AUTH_CONFIG_PATH); it holds no secret."""
+        return self.state_dir / "basic_auth.ini"
+
+    @property
+    def mlflow_auth_db(self) -> Path:
+        """MLflow's user store (SQLite, on either profile): its users and their password hashes."""
+        return self.state_dir / "mlflow_auth.db"
 
     @property
     def prefect_home(self) -> Path:
@@ -122,6 +144,16 @@ class StackConfig:
         if not self.database_url:
             raise StackError("no CONVEYOR_DATABASE_URL: the SQLite profile has no PostgreSQL server")
         return pg_conninfo(self.database_url, database)
+
+
+def flag_from_env(name: str) -> bool:
+    """An on/off setting: 1, true, yes, on or 0, false, no, off, empty (unset is off)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise StackError(f"{name}={raw!r}: use 1 (on) or 0 (off)")
 
 
 def port_from_env(name: str, default: int) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from app.stack.config import StackConfig, StackError
 from app.stack.deploy_stamp import write_deploy_stamp
-from app.stack.health import prefect_api_healthy, prefect_client
+from app.stack.health import prefect_api_healthy, prefect_client, stack_auth_string
 from app.stack.processes import log_tail
 from app.stack.services import deploy_env, prefect_deploy_command
 from app.stack.state import read_state
@@ -121,7 +121,7 @@ def _load_specs(root: Path, report: DeployReport) -> dict[str, Any]:
     return specs
 
 
-def sync_spec_deployments(api_url: str, root: Path) -> DeployReport:
+def sync_spec_deployments(api_url: str, root: Path, auth_string: str | None = None) -> DeployReport:
     """Make one scheduled `train-<name>` deployment per spec under `<root>/pipelines`.
 
     Each copies the `training` deployment that `prefect deploy` made from prefect.yaml (flow,
@@ -137,7 +137,7 @@ def sync_spec_deployments(api_url: str, root: Path) -> DeployReport:
     report = DeployReport()
     specs = _load_specs(root, report)
     names = sorted(specs)
-    with prefect_client(api_url) as client:
+    with prefect_client(api_url, auth_string=auth_string) as client:
         listed = client.read_deployments(
             deployment_filter=DeploymentFilter(
                 name=DeploymentFilterName(any_=[TRAINING_DEPLOYMENT, *MODEL_DEPLOYMENTS])
@@ -250,11 +250,13 @@ def deploy(config: StackConfig, api_url: str | None = None, *, specs_only: bool 
         if state is None:
             raise StackError("no Prefect API to deploy to: run `conveyor up` or set PREFECT_API_URL")
         api_url = state.prefect_api_url
-    if not prefect_api_healthy(api_url):
+        config = replace(config, auth=state.auth)  # the stack's own profile, whatever CONVEYOR_AUTH says now
+    auth_string = stack_auth_string(config)  # else PREFECT_API_AUTH_STRING from the environment
+    if not prefect_api_healthy(api_url, auth_string):
         raise StackError(f"the Prefect API at {api_url} does not answer")
     if not specs_only:
         run_prefect_deploy(config, api_url)
-    report = sync_spec_deployments(api_url, config.root)
+    report = sync_spec_deployments(api_url, config.root, auth_string)
     if not report.errors and not specs_only:
         write_deploy_stamp(config, api_url, report.created + report.updated + report.unchanged)
     return report

@@ -14,7 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from app.stack.config import StackConfig
-from app.stack.health import prefect_client
+from app.stack.health import prefect_client, stack_auth_string
 
 
 def _digest_files(root: Path, files: Iterable[Path]) -> str:
@@ -71,7 +71,7 @@ def deployments_current(config: StackConfig, api_url: str) -> tuple[bool, bool]:
     yaml_names = {name for name in now["deployments"].split(",") if name}
     expected = yaml_names | set(stamp.get("spec_deployments", []))
     try:
-        with prefect_client(api_url) as client:
+        with prefect_client(api_url, auth_string=stack_auth_string(config)) as client:
             found = client.read_deployments(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=sorted(expected))),
                 limit=200,

@@ -1,4 +1,8 @@
-"""Whether each service is ready: Prefect's API and worker through Prefect's own client, MLflow's /health."""
+"""Whether each service is ready: Prefect's API and worker through Prefect's own client, MLflow's /health.
+
+On the hardened profile every check but the health probes (which both servers leave open)
+sends the stored credentials, so a stack whose secrets do not match is not called healthy.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,20 @@ import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from app.stack.config import POOL, WORKER_NAME, StackConfig
+from app.stack.auth import stack_credentials
+from app.stack.config import POOL, WORKER_NAME, StackConfig, StackError
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
 
 @contextlib.contextmanager
-def prefect_client(api_url: str, *, timeout: float = 10.0, probe: bool = False) -> Iterator[SyncPrefectClient]:
+def prefect_client(
+    api_url: str, *, timeout: float = 10.0, probe: bool = False, auth_string: str | None = None
+) -> Iterator[SyncPrefectClient]:
     """Prefect's synchronous client for `api_url`: the one `get_client(sync_client=True)` builds.
+
+    It sends `auth_string`, else PREFECT_API_AUTH_STRING from the settings (the environment).
 
     `get_client` reads the URL from the settings only; overriding them per call
     (`temporary_settings`) costs about 80 ms of CPU, too much for a probe polled five times a
@@ -32,7 +41,10 @@ def prefect_client(api_url: str, *, timeout: float = 10.0, probe: bool = False) 
         settings["verify"] = _tls_context()
         settings["transport"] = httpx.HTTPTransport(verify=settings["verify"], retries=0)
     client = SyncPrefectClient(
-        api_url, auth_string=PREFECT_API_AUTH_STRING.value(), api_key=PREFECT_API_KEY.value(), httpx_settings=settings
+        api_url,
+        auth_string=auth_string or PREFECT_API_AUTH_STRING.value(),
+        api_key=PREFECT_API_KEY.value(),
+        httpx_settings=settings,
     )
     with client:
         yield client
@@ -46,30 +58,68 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def prefect_api_healthy(api_url: str) -> bool:
-    with prefect_client(api_url, timeout=2, probe=True) as client:
-        return client.api_healthcheck() is None
+def stack_auth_string(config: StackConfig) -> str | None:
+    """The Prefect API auth string of a hardened stack, None on the open profile."""
+    return stack_credentials(config).prefect_auth_string if config.auth else None
+
+
+def prefect_api_healthy(api_url: str, auth_string: str | None = None) -> bool:
+    """/health answers; with an auth string, an authenticated call must pass too (else StackError)."""
+    import httpx
+
+    with prefect_client(api_url, timeout=2, probe=True, auth_string=auth_string) as client:
+        if client.api_healthcheck() is not None:
+            return False
+        if auth_string is None:
+            return True
+        try:
+            client.hello()  # /health is open to all: this call is not
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 401:
+                raise StackError(f"the Prefect API at {api_url} refuses the stored auth string") from None
+            return False
+        except httpx.HTTPError:
+            return False
+    return True
 
 
 def prefect_healthy(config: StackConfig) -> bool:
-    return prefect_api_healthy(config.prefect_api_url)
+    return prefect_api_healthy(config.prefect_api_url, stack_auth_string(config))
 
 
 def mlflow_healthy(config: StackConfig) -> bool:
-    """MLflow's /health answers 200 (plain HTTP: MLflow has no client call for it)."""
+    """MLflow's /health answers 200 (plain HTTP: MLflow has no client call for it).
+
+    /health is open on the basic-auth app too: on the hardened profile a search with the stored
+    credentials must also answer 200, and a 401 is an error, not "not ready yet".
+    """
     import httpx
 
     try:
-        return httpx.get(f"{config.mlflow_url}/health", timeout=2, verify=_tls_context()).status_code == 200
+        if httpx.get(f"{config.mlflow_url}/health", timeout=2, verify=_tls_context()).status_code != 200:
+            return False
+        if not config.auth:
+            return True
+        credentials = stack_credentials(config)
+        response = httpx.get(
+            f"{config.mlflow_url}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=(credentials.mlflow_username, credentials.mlflow_password),
+            timeout=5,
+            verify=_tls_context(),
+        )
     except httpx.HTTPError:
         return False
+    if response.status_code == 401:
+        raise StackError(f"the MLflow server at {config.mlflow_url} refuses the credentials in {config.auth_file}")
+    return response.status_code == 200
 
 
 def worker_online(config: StackConfig) -> bool:
     """The worker registered with the pool and its heartbeat is current."""
     import httpx
 
-    with prefect_client(config.prefect_api_url, timeout=2, probe=True) as client:
+    with prefect_client(config.prefect_api_url, timeout=2, probe=True, auth_string=stack_auth_string(config)) as client:
         try:
             workers = client.read_workers_for_work_pool(POOL)
         except httpx.HTTPError:  # not answering yet, or an error status (Prefect's is a subclass)
@@ -77,12 +127,12 @@ def worker_online(config: StackConfig) -> bool:
     return any(worker.name == WORKER_NAME and worker.status == "ONLINE" for worker in workers)
 
 
-def ensure_work_pool(api_url: str) -> None:
+def ensure_work_pool(api_url: str, auth_string: str | None = None) -> None:
     """Create the process work pool (with the process worker's default job template) if missing."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with prefect_client(api_url) as client:
+    with prefect_client(api_url, auth_string=auth_string) as client:
         try:
             client.read_work_pool(POOL)
             return  # the common case, without importing Prefect's worker machinery

@@ -2,13 +2,15 @@
 
 No secret goes on a command line (anyone on the machine can read those): database URLs reach the
 servers through their environment, and a one-shot command that takes a URL argument gets it
-without the password, which it reads from PGPASSWORD.
+without the password, which it reads from PGPASSWORD. On the hardened profile (CONVEYOR_AUTH=1)
+the credentials of `.conveyor/auth.json` travel the same way, in the environment.
 """
 
 from __future__ import annotations
 
 import os
 
+from app.stack.auth import allowed_hosts, allowed_origins, stack_credentials
 from app.stack.config import HOST, POOL, WORKER_NAME, StackConfig, without_password
 from app.stack.processes import bin_path
 
@@ -40,6 +42,8 @@ def prefect_server_env(config: StackConfig) -> dict[str, str]:
         # A queued run (deployment concurrency limit) retries for its slot every 5 s, not 30 s.
         PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5",
     )
+    if config.auth:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = stack_credentials(config).prefect_auth_string
     return env
 
 
@@ -51,6 +55,14 @@ def mlflow_env(config: StackConfig) -> dict[str, str]:
     )
     if password := config.database_password:
         env["PGPASSWORD"] = password
+    if config.auth:
+        credentials = stack_credentials(config)
+        env.update(
+            MLFLOW_AUTH_CONFIG_PATH=str(config.mlflow_auth_config),
+            # Used only while the user store has no admin (the first start); ignored afterwards.
+            MLFLOW_AUTH_ADMIN_PASSWORD=credentials.mlflow_password,
+            MLFLOW_FLASK_SERVER_SECRET_KEY=credentials.flask_secret_key,
+        )
     return env
 
 
@@ -58,18 +70,34 @@ def worker_env(config: StackConfig) -> dict[str, str]:
     """The worker's environment, inherited by every flow run it starts."""
     env = base_env(config)
     env.update(PREFECT_WORKER_QUERY_SECONDS="2", MLFLOW_TRACKING_URI=config.mlflow_url)
+    if config.auth:
+        credentials = stack_credentials(config)
+        env.update(
+            PREFECT_API_AUTH_STRING=credentials.prefect_auth_string,
+            MLFLOW_TRACKING_USERNAME=credentials.mlflow_username,
+            MLFLOW_TRACKING_PASSWORD=credentials.mlflow_password,
+        )
     return env
 
 
 def deploy_env(config: StackConfig, api_url: str | None = None) -> dict[str, str]:
     env = base_env(config)
     env["PREFECT_API_URL"] = api_url or config.prefect_api_url
+    if config.auth:
+        env["PREFECT_API_AUTH_STRING"] = stack_credentials(config).prefect_auth_string
+    elif auth_string := os.environ.get("PREFECT_API_AUTH_STRING"):
+        env["PREFECT_API_AUTH_STRING"] = auth_string  # `conveyor deploy` to a server of the user's choosing
     return env
 
 
 def commands(config: StackConfig) -> dict[str, list[str]]:
     """The long-running services' command lines."""
     artifacts = str(config.artifacts_dir)
+    hardened = (
+        ["--app-name", "basic-auth", "--allowed-hosts", allowed_hosts(config.mlflow_port),
+         "--cors-allowed-origins", allowed_origins(config.mlflow_port)]
+        if config.auth else []
+    )  # fmt: skip
     return {
         "prefect-server": [
             bin_path("prefect"), "server", "start", "--host", HOST,
@@ -79,7 +107,7 @@ def commands(config: StackConfig) -> dict[str, list[str]]:
             bin_path("mlflow"), "server", "--host", HOST, "--port", str(config.mlflow_port), "--workers", "1",
             # Runs logged embedded (sqlite, local folder) and through the server land in the
             # same folder: new experiments get this local root, proxied ones the same files.
-            "--default-artifact-root", artifacts, "--artifacts-destination", artifacts,
+            "--default-artifact-root", artifacts, "--artifacts-destination", artifacts, *hardened,
         ],
         "worker": [
             bin_path("prefect"), "worker", "start", "--pool", POOL, "--type", "process",

@@ -13,13 +13,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from app.stack.auth import ensure_credentials
 from app.stack.config import HOST, POOL, StackConfig, StackError, without_password
 from app.stack.deploy import sync_spec_deployments
 from app.stack.deploy_stamp import deployments_current, write_deploy_stamp
-from app.stack.health import ensure_work_pool, mlflow_healthy, prefect_healthy, worker_online
+from app.stack.health import ensure_work_pool, mlflow_healthy, prefect_healthy, stack_auth_string, worker_online
 from app.stack.postgres import ensure_databases, mlflow_schema_current
 from app.stack.processes import (
     is_alive,
@@ -75,12 +76,19 @@ def up(
         if state is not None:
             alive = {name: is_alive(svc) for name, svc in state.services.items()}
             if state.ready and alive and all(alive.values()):
+                if state.auth != config.auth:
+                    running, wanted = (_profile_name(flag) for flag in (state.auth, config.auth))
+                    raise StackError(f"the stack is up {running}; `conveyor down` first to start it {wanted}")
                 return state, True
             # A half-dead stack (a crash, an interrupted `up`): stop the rest, start afresh.
             echo("found a partly running stack; stopping what is left of it first")
             terminate(state.services.values(), timeout=15)
             config.stack_file.unlink(missing_ok=True)
         return _start(config, timeout=timeout, deploy=deploy, echo=echo), False
+
+
+def _profile_name(auth: bool) -> str:
+    return "with the auth profile (CONVEYOR_AUTH=1)" if auth else "without the auth profile"
 
 
 def _start(config: StackConfig, *, timeout: float, deploy: bool, echo: Callable[[str], None]) -> StackState:
@@ -92,6 +100,8 @@ def _start(config: StackConfig, *, timeout: float, deploy: bool, echo: Callable[
             raise StackError(f"port {HOST}:{port} is in use; free it or set {env_name}")
     for folder in (config.logs_dir, config.prefect_home, config.artifacts_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    if config.auth:
+        ensure_credentials(config)  # generated at the first hardened start, kept afterwards
 
     state = StackState(
         root=str(config.root),
@@ -100,6 +110,7 @@ def _start(config: StackConfig, *, timeout: float, deploy: bool, echo: Callable[
         prefect_api_url=config.prefect_api_url,
         mlflow_url=config.mlflow_url,
         started_at=time.time(),
+        auth=config.auth,
     )
     if config.database_url:
         created = ensure_databases(config.database_url, config.database_names)
@@ -180,7 +191,7 @@ class _Startup:
         config, done = self.config, self.done
         if "prefect-server" not in done and prefect_healthy(config):
             self.mark("prefect-server")
-            ensure_work_pool(config.prefect_api_url)
+            ensure_work_pool(config.prefect_api_url, stack_auth_string(config))
             self.start_service("worker", worker_env(config))
             if self.deploy:
                 self.start_deploy()
@@ -210,7 +221,7 @@ class _Startup:
             self.sync_specs()
 
     def sync_specs(self) -> None:
-        report = sync_spec_deployments(self.config.prefect_api_url, self.config.root)
+        report = sync_spec_deployments(self.config.prefect_api_url, self.config.root, stack_auth_string(self.config))
         if not report.errors:
             write_deploy_stamp(
                 self.config, self.config.prefect_api_url, report.created + report.updated + report.unchanged
@@ -259,6 +270,7 @@ def status(config: StackConfig) -> tuple[StackState | None, list[ServiceStatus]]
     state = read_state(config)
     if state is None:
         return None, []
+    config = replace(config, auth=state.auth)  # check the stack as it was started
     checks: dict[str, tuple[Callable[[StackConfig], bool], str]] = {
         "prefect-server": (prefect_healthy, "API {url}"),
         "mlflow-server": (mlflow_healthy, "UI {url}"),

@@ -37,6 +37,7 @@ class StackState:
     ready: bool = False
     databases: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds from start to each ready
+    auth: bool = False  # the hardened profile (its secrets are in .conveyor/auth.json, never here)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

@@ -106,3 +106,108 @@ def test_a_process_is_alive_only_with_its_own_creation_time_and_old_records_stil
     path.write_text(json.dumps({**fields, "started_at": 0, "services": {"worker": legacy}}))
     state = StackState.load(path)
     assert state is not None and is_alive(state.services["worker"])
+
+
+# The hardened profile (CONVEYOR_AUTH=1): secrets generated once, owner-only, never on a command line.
+
+
+@pytest.mark.parametrize(("raw", "on"), [("", False), ("0", False), ("off", False), ("1", True), ("TRUE", True)])
+def test_conveyor_auth_reads_as_on_or_off(raw: str, on: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_AUTH", raw)
+    assert StackConfig.from_env(Path.cwd()).auth is on
+
+
+def test_conveyor_auth_refuses_a_value_it_cannot_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_AUTH", "maybe")
+    with pytest.raises(StackError, match="CONVEYOR_AUTH"):
+        StackConfig.from_env(Path.cwd())
+
+
+def test_credentials_are_generated_once_owner_only_and_kept(tmp_path: Path) -> None:
+    import stat
+
+    from app.stack.auth import ensure_credentials, read_credentials
+
+    config = StackConfig(tmp_path, auth=True)
+    assert read_credentials(config) is None
+    first = ensure_credentials(config)
+    assert ensure_credentials(config) == first == read_credentials(config)
+    for path in (config.auth_file, config.auth_env_file, config.mlflow_auth_config):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert first.mlflow_password not in repr(first) and first.prefect_auth_string not in repr(first)
+    assert len({first.mlflow_password, first.prefect_auth_string, first.flask_secret_key}) == 3
+    assert first.mlflow_password not in config.mlflow_auth_config.read_text()  # the ini holds no secret
+
+
+def test_a_credentials_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    from app.stack.auth import ensure_credentials, read_credentials
+
+    config = StackConfig(tmp_path, auth=True)
+    ensure_credentials(config)
+    config.auth_file.chmod(0o644)
+    with pytest.raises(StackError, match="chmod 600"):
+        read_credentials(config)
+
+
+def test_a_user_store_without_its_credentials_is_not_silently_given_new_ones(tmp_path: Path) -> None:
+    from app.stack.auth import ensure_credentials
+
+    config = StackConfig(tmp_path, auth=True)
+    ensure_credentials(config)
+    config.mlflow_auth_db.write_bytes(b"")  # what the first server start leaves
+    config.auth_file.unlink()
+    with pytest.raises(StackError, match="mlflow_auth.db"):
+        ensure_credentials(config)
+
+
+def test_the_auth_env_file_exports_what_a_client_needs(tmp_path: Path) -> None:
+    import subprocess
+
+    from app.stack.auth import ensure_credentials
+
+    config = StackConfig(tmp_path, prefect_port=4300, mlflow_port=5300, auth=True)
+    credentials = ensure_credentials(config)
+    script = f"source {config.auth_env_file} && env"
+    out = subprocess.run(["bash", "-c", script], env={}, capture_output=True, text=True, check=True).stdout
+    assert "PREFECT_API_URL=http://127.0.0.1:4300/api" in out.splitlines()
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5300" in out.splitlines()
+    assert f"PREFECT_API_AUTH_STRING={credentials.prefect_auth_string}" in out.splitlines()
+    assert f"MLFLOW_TRACKING_PASSWORD={credentials.mlflow_password}" in out.splitlines()
+    assert "MLFLOW_TRACKING_USERNAME=admin" in out.splitlines()
+
+
+def test_hardened_services_get_secrets_in_their_environment_only(tmp_path: Path) -> None:
+    from app.stack.auth import ensure_credentials
+    from app.stack.services import deploy_env, worker_env
+
+    config = StackConfig(tmp_path, mlflow_port=5300, auth=True)
+    credentials = ensure_credentials(config)
+    mlflow_line = commands(config)["mlflow-server"]
+    assert mlflow_line[mlflow_line.index("--app-name") + 1] == "basic-auth"
+    assert mlflow_line[mlflow_line.index("--allowed-hosts") + 1] == "127.0.0.1:5300,localhost:5300"
+    assert mlflow_line[mlflow_line.index("--cors-allowed-origins") + 1] == "http://127.0.0.1:5300,http://localhost:5300"
+    secrets = (credentials.mlflow_password, credentials.prefect_auth_string, credentials.flask_secret_key)
+    assert not any(secret in arg for line in commands(config).values() for arg in line for secret in secrets)
+    server = mlflow_env(config)
+    assert server["MLFLOW_AUTH_ADMIN_PASSWORD"] == credentials.mlflow_password
+    assert server["MLFLOW_AUTH_CONFIG_PATH"] == str(config.mlflow_auth_config)
+    assert server["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert prefect_server_env(config)["PREFECT_SERVER_API_AUTH_STRING"] == credentials.prefect_auth_string
+    worker = worker_env(config)
+    assert worker["PREFECT_API_AUTH_STRING"] == credentials.prefect_auth_string
+    assert (worker["MLFLOW_TRACKING_USERNAME"], worker["MLFLOW_TRACKING_PASSWORD"]) == (
+        "admin",
+        credentials.mlflow_password,
+    )
+    assert deploy_env(config)["PREFECT_API_AUTH_STRING"] == credentials.prefect_auth_string
+
+
+def test_the_open_profile_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.stack.services import deploy_env, worker_env
+
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
+    config = StackConfig(tmp_path)
+    assert not any(arg in commands(config)["mlflow-server"] for arg in ("--app-name", "--allowed-hosts"))
+    envs = [mlflow_env(config), prefect_server_env(config), worker_env(config), deploy_env(config)]
+    assert not any("AUTH" in key or "TRACKING_PASSWORD" in key for env in envs for key in env)
+    assert not config.auth_file.exists()
