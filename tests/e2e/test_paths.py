@@ -31,7 +31,9 @@ def test_readme_commands_with_relative_paths_from_the_root_and_from_elsewhere(tm
     (project / "pipelines").mkdir(parents=True)
     write_csv(project, "data/train.csv", classification_frame())
     write_spec(project, "churn", "../data/train.csv")
-    write_csv(project, "data/churn-2024-06.csv", classification_frame(seed=1))
+    june = classification_frame(seed=1)
+    write_csv(project, "data/churn-2024-06.csv", june)
+    write_csv(project, "data/churn-2024-07.csv", june.head(300))  # inside the contract June drafts
 
     first = conveyor(project, project, "train", "churn", "--data", "data/churn-2024-06.csv")
     assert first.returncode == 0, first.stderr
@@ -43,6 +45,6 @@ def test_readme_commands_with_relative_paths_from_the_root_and_from_elsewhere(tm
     assert scored.returncode == 0, scored.stderr
     assert (elsewhere / "out" / "scored.csv").is_file()
 
-    second = conveyor(elsewhere, project, "train", "churn", "--data", "../project/data/train.csv")
+    second = conveyor(elsewhere, project, "train", "churn", "--data", "../project/data/churn-2024-07.csv")
     assert second.returncode == 0, second.stderr
     assert "churn v2" in second.stdout
