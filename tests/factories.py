@@ -78,3 +78,13 @@ def copy_project(template: Path, destination: Path) -> Path:
                         (old, new, "text", old),
                     )
     return destination
+
+
+def trained_project(root: Path, rows: int = 400, **spec_sections: object) -> Path:
+    """A project whose `churn` (on `data/train.csv`) was trained once through the flow: v1, champion."""
+    from flows.training import training_flow
+
+    with project_home(root):
+        write_csv(root, "data/train.csv", classification_frame(rows=rows))
+        training_flow(spec=str(write_spec(root, "churn", "../data/train.csv", **spec_sections)))
+    return root

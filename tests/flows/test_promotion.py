@@ -13,7 +13,7 @@ from conveyor import registry
 from conveyor.decision import Decision
 from conveyor.spec import load_spec
 from flows.training import training_flow
-from tests.factories import classification_frame, copy_project, project_home, write_csv, write_spec
+from tests.factories import copy_project, trained_project, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -27,11 +27,7 @@ class SimulatedCrash(BaseException):
 @pytest.fixture(scope="module")
 def weak_champion(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`churn` v1: a depth-1 tree, champion; the data a stronger model will beat it on."""
-    with project_home(tmp_path_factory.mktemp("weak")) as root:
-        write_csv(root, "data/train.csv", classification_frame(rows=600))
-        spec = write_spec(root, "churn", "../data/train.csv", model=WEAK)
-        assert training_flow(spec=str(spec))["outcome"] == "promoted"
-        return root
+    return trained_project(tmp_path_factory.mktemp("weak"), rows=600, model=WEAK)
 
 
 @pytest.fixture

@@ -10,17 +10,14 @@ from typing import Any
 import pytest
 
 from flows.training import training_flow
-from tests.factories import classification_frame, copy_project, project_home, write_csv, write_spec
+from tests.factories import copy_project, trained_project, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(scope="module")
 def trained_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with project_home(tmp_path_factory.mktemp("states")) as root:
-        write_csv(root, "data/train.csv", classification_frame())
-        training_flow(spec=str(write_spec(root, "churn", "../data/train.csv")))
-        return root
+    return trained_project(tmp_path_factory.mktemp("states"))
 
 
 @pytest.fixture
@@ -56,9 +53,7 @@ def test_an_unchanged_rerun_says_nothing_to_do(spec: Path) -> None:
 
 
 def test_a_run_declined_by_the_policy_says_skipped_and_why(spec: Path) -> None:
-    state, _, artifacts = from_api(
-        training_flow(spec=str(spec), trigger="conveyor.drift.detected", return_state=True)
-    )
+    state, _, artifacts = from_api(training_flow(spec=str(spec), trigger="conveyor.drift.detected", return_state=True))
     assert state.is_completed()
     assert state.message == (
         "skipped: conveyor.drift.detected: monitoring.retrain_on ['new_data', 'performance'] does not include 'drift'"
@@ -78,4 +73,6 @@ def test_a_trained_run_says_version_outcome_and_metric(spec: Path) -> None:
     write_spec(spec.parent.parent, "churn", "../data/train.csv", model={"estimator": "sklearn.dummy.DummyClassifier"})
     state, _, _ = from_api(training_flow(spec=str(spec), return_state=True))
     assert state.is_completed()
-    assert state.message.startswith("churn v2 kept (roc_auc 0.5): roc_auc 0.5 is not higher than the champion's roc_auc")
+    assert state.message.startswith(
+        "churn v2 kept (roc_auc 0.5): roc_auc 0.5 is not higher than the champion's roc_auc"
+    )

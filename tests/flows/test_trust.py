@@ -11,18 +11,14 @@ import skops.io
 from conveyor import registry
 from conveyor.artifacts import files_digest
 from conveyor.errors import RegistryError
-from flows.training import training_flow
-from tests.factories import classification_frame, copy_project, project_home, write_csv, write_spec
+from tests.factories import classification_frame, copy_project, trained_project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(scope="module")
 def trained_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with project_home(tmp_path_factory.mktemp("trust")) as root:
-        write_csv(root, "data/train.csv", classification_frame())
-        training_flow(spec=str(write_spec(root, "churn", "../data/train.csv")))
-        return root
+    return trained_project(tmp_path_factory.mktemp("trust"))
 
 
 @pytest.fixture
