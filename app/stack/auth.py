@@ -86,6 +86,9 @@ def ensure_credentials(config: StackConfig) -> Credentials:
     A user store left without its credentials file cannot be logged into: say what to remove
     rather than start a server nobody can use.
     """
+    # The stores under .conveyor (SQLite files, artifacts) bypass both servers: keep other users out.
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.state_dir.chmod(0o700)
     credentials = read_credentials(config)
     if credentials is None:
         if config.mlflow_auth_db.exists():

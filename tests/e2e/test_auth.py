@@ -118,6 +118,7 @@ def test_secrets_are_owner_only_and_on_no_command_line_nor_in_stack_json(hardene
     state_dir = hardened.root / ".conveyor"
     for name in ("auth.json", "auth.env"):
         assert stat.S_IMODE((state_dir / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700  # the stores on disk bypass both servers
     secrets = [value for key, value in secrets_of(hardened).items() if key != "mlflow_username"]
     stack_json = (state_dir / "stack.json").read_text()
     assert json.loads(stack_json)["auth"] is True

@@ -134,6 +134,7 @@ def test_credentials_are_generated_once_owner_only_and_kept(tmp_path: Path) -> N
     assert ensure_credentials(config) == first == read_credentials(config)
     for path in (config.auth_file, config.auth_env_file, config.mlflow_auth_config):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(config.state_dir.stat().st_mode) == 0o700  # the stores on disk: the owner's only
     assert first.mlflow_password not in repr(first) and first.prefect_auth_string not in repr(first)
     assert len({first.mlflow_password, first.prefect_auth_string, first.flask_secret_key}) == 3
     assert first.mlflow_password not in config.mlflow_auth_config.read_text()  # the ini holds no secret
