@@ -124,11 +124,12 @@ def test_the_loop_runs_by_itself(stack: Stack) -> None:
     assert set(triggered) == {"conveyor.drift.detected", "conveyor.performance.degraded"}
     for run in triggered.values():
         assert run.state.is_completed(), run.state.message
-    declined = stack.run_logs(triggered["conveyor.performance.degraded"].id)
-    retrained = stack.run_logs(triggered["conveyor.drift.detected"].id)
-    assert "does not include 'performance'" in declined
+    # A run's last log lines reach the API after its final state: wait for them.
+    declined_id, retrained_id = triggered["conveyor.performance.degraded"].id, triggered["conveyor.drift.detected"].id
+    wait_until(lambda: "does not include 'performance'" in stack.run_logs(declined_id), 60, "the refusal in the logs")
+    reused = re.compile(r"nothing to do: same data\b.* as v(ersion )?2\b")
+    wait_until(lambda: reused.search(stack.run_logs(retrained_id)), 60, "the reuse of v2 in the logs")
     # Same data as version 2: the drift-triggered run is idempotent, not a refit.
-    assert re.search(r"nothing to do: same data\b.* as v(ersion )?2\b", retrained), retrained
     assert versions(stack) == ["1", "2"]
 
     # The monitoring run in MLflow carries the drift and the real performance figures.
