@@ -105,9 +105,7 @@ def test_bad_input_is_refused_and_changes_nothing(case: Case, trained: Project) 
         assert _versions(case.model) == []
     # The contract is not rewritten by bad data (and none is kept when drafted from it).
     assert trained.contract.read_text() == contract_before
-    assert not (trained.root / "pipelines" / f"{case.model}.expectations.json").exists() or (
-        case.model == MODEL
-    )
+    assert not (trained.root / "pipelines" / f"{case.model}.expectations.json").exists() or (case.model == MODEL)
     # The Prefect flow run is Failed, with the same reason.
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
@@ -143,20 +141,14 @@ def test_a_good_batch_still_trains_after_the_refusals(trained: Project) -> None:
 
 
 def _cli(project: Path, *args: str, api_url: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
     env.update(
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_HOME=str(project / ".prefect"),
         PREFECT_API_URL=api_url,
         OMP_NUM_THREADS="1",
     )
-    return subprocess.run(
-        [CONVEYOR, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
-    )
+    return subprocess.run([CONVEYOR, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.e2e
