@@ -141,7 +141,10 @@ def _size(size: float) -> str:
 
 
 def check_size(path: str, max_file_mb: float) -> None:
-    """Refuse a file above the limit, or an empty one, from its size alone (nothing is read)."""
+    """Refuse a file above the limit, or an empty one, from its size alone (nothing is read).
+
+    A compressed file is measured by what it expands to (streamed, stopping at the limit), so a
+    small archive cannot unpack into unbounded memory."""
     size = Path(path).stat().st_size
     if size > max_file_mb * 1e6:
         raise DataError(
@@ -150,6 +153,37 @@ def check_size(path: str, max_file_mb: float) -> None:
         )
     if size == 0:
         raise DataError(f"{display_path(path)}: the file is empty (0 bytes)")
+    if Path(path).suffix.lower() in _COMPRESSED and not _expands_within(path, int(max_file_mb * 1e6)):
+        raise DataError(
+            f"{display_path(path)}: expands to more than the {max_file_mb:g} MB limit "
+            "(raise data.max_file_mb in the spec to accept it)"
+        )
+
+
+def _expands_within(path: str, limit: int) -> bool:
+    """Whether a compressed file's content is at most `limit` bytes, read in chunks and stopped early."""
+    import zipfile
+
+    import pyarrow as pa
+
+    if Path(path).suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            streams = [archive.open(info) for info in archive.infolist()]
+            total = 0
+            for stream in streams:
+                with stream:
+                    while chunk := stream.read(1 << 20):
+                        total += len(chunk)
+                        if total > limit:
+                            return False
+            return True
+    total = 0
+    with pa.input_stream(path, compression="detect") as stream:
+        while chunk := stream.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                return False
+    return True
 
 
 def data_digest(pattern: str, max_file_mb: float = 2048) -> str:

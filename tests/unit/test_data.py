@@ -243,3 +243,17 @@ def test_a_folder_of_too_many_files_is_refused_before_reading(tmp_path: Path) ->
     for pattern in (str(folder), str(folder / "*.csv")):
         with pytest.raises(DataError, match=f"names {MAX_FILES + 1} files, more than the {MAX_FILES}"):
             load_dataset(pattern)
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.zip"])
+def test_a_small_archive_that_expands_past_the_limit_is_refused_unread(tmp_path: Path, suffix: str) -> None:
+    """max_file_mb bounds what is read, not what is on disk: 3 MB of rows compress to a few kB."""
+    from tasks.data import check_size
+
+    frame = pd.DataFrame({"a": [0.0] * 150_000, "b": ["same text"] * 150_000})
+    path = tmp_path / f"big{suffix}"
+    frame.to_csv(path, index=False)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match=r"expands to more than the 1 MB limit"):
+        check_size(str(path), 1)
+    check_size(str(path), 10)  # within a larger limit it passes
