@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("training", "validation", "scoring", "monitoring", "stack")
+BENCHMARKS = ("training", "validation", "scoring", "monitoring", "stack", "categories")
 
 
 def table() -> str:
