@@ -442,3 +442,30 @@ def test_degradation_compares_the_latest_labelled_window_with_the_holdout() -> N
     assert degradation("rmse", {"rmse": 2.5}, perf, 0.05) is not None
     assert degradation("rmse", {"rmse": 2.9}, perf, 0.05) is None
     assert degradation("roc_auc", {}, perf, 0.05) is None and degradation("roc_auc", {"roc_auc": 1}, None, 0) is None
+
+
+def test_a_small_batch_from_the_reference_distribution_does_not_drift_on_noise() -> None:
+    """100 rows drawn like the reference: PSI alone (about 0.09 by chance over 10 bins) crosses 0.2
+    for about one column in twenty, so a 30-feature batch 'drifts' on noise most of the time; with
+    the sampling allowance under one in a hundred does. A real shift still drifts."""
+    from tasks.drift.compare import compare_to_profile, sampling_psi
+    from tasks.drift.profile import build_profile
+
+    rng = np.random.default_rng(0)
+    columns = [f"x{i}" for i in range(30)]
+    reference = pd.DataFrame(rng.normal(size=(2000, 30)), columns=columns)
+    profile = build_profile(reference, columns, [], None, {})
+    flagged, raw_flags = 0, 0
+    for seed in range(20):
+        batch = pd.DataFrame(np.random.default_rng(100 + seed).normal(size=(100, 30)), columns=columns)
+        report = compare_to_profile(profile, batch, domain_classifier=False)
+        flagged += sum(f.drifted for f in report.features)
+        raw_flags += sum((f.psi or 0) > 0.2 for f in report.features)
+    checks = 20 * 30
+    assert raw_flags > 0.03 * checks  # plain PSI > 0.2 fires on noise at this size
+    assert flagged < 0.01 * checks
+    shifted = pd.DataFrame(np.random.default_rng(7).normal(loc=1.0, size=(100, 30)), columns=columns)
+    assert all(f.drifted for f in compare_to_profile(profile, shifted, domain_classifier=False).features)
+    # The allowance is the chance PSI: (bins - 1)(1/n + 1/N), negligible at a million rows.
+    assert sampling_psi(np.full(10, 200.0), np.full(10, 10.0)) == pytest.approx(9 * (1 / 100 + 1 / 2000))
+    assert sampling_psi(np.full(10, 1e5), np.full(10, 1e5)) < 1e-4
