@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,6 +18,17 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 AUDIT_EXPERIMENT = "conveyor-audit"
 TAG_PREFIX = "conveyor."
+
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def model_name(name: str) -> str:
+    """`name` if it can be a model's name (a spec's name); else one line, before it reaches a
+    search filter where a quote would break the query."""
+    if not _MODEL_NAME.match(name):
+        raise RegistryError(f"{name!r} is not a model name (letters, digits, '_', '.', '-')")
+    return name
 
 
 def client() -> Any:
@@ -254,7 +266,7 @@ def model_artifact_digest(model_uri: str) -> str:
 
 
 def find_version_by_tag(name: str, key: str, value: str) -> Any | None:
-    versions = client().search_model_versions(f"name='{name}' and tags.`{key}`='{value}'")
+    versions = client().search_model_versions(f"name='{model_name(name)}' and tags.`{key}`='{value}'")
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
@@ -264,7 +276,7 @@ def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str
     with contextlib.suppress(Exception):  # already exists, possibly created concurrently
         mlflow_client.create_registered_model(name, tags={"conveyor.managed": "true"})
     for attempt in range(3):
-        existing = mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        existing = mlflow_client.search_model_versions(f"name='{model_name(name)}' and run_id='{run_id}'")
         if existing:
             return existing[0]
         try:
@@ -330,7 +342,7 @@ def set_alias(name: str, alias: str, version: str) -> None:
 
 
 def list_versions(name: str) -> list[Any]:
-    versions = client().search_model_versions(f"name='{name}'")
+    versions = client().search_model_versions(f"name='{model_name(name)}'")
     return sorted(versions, key=lambda v: int(v.version))
 
 
@@ -389,7 +401,7 @@ def audit_recorded(name: str, version: str, outcome: str) -> bool:
     runs = mlflow_client.search_runs(
         [experiment.experiment_id],
         filter_string=(
-            f"tags.`conveyor.model` = '{name}' and tags.`conveyor.version` = '{version}' "
+            f"tags.`conveyor.model` = '{model_name(name)}' and tags.`conveyor.version` = '{version}' "
             f"and tags.`conveyor.outcome` = '{outcome}'"
         ),
         max_results=1,
@@ -398,13 +410,14 @@ def audit_recorded(name: str, version: str, outcome: str) -> bool:
 
 
 def audit_trail(name: str, limit: int = 50) -> list[dict[str, Any]]:
+    model_name(name)
     mlflow_client = client()
     experiment = mlflow_client.get_experiment_by_name(AUDIT_EXPERIMENT)
     if experiment is None:
         return []
     runs = mlflow_client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`conveyor.model` = '{name}'",
+        filter_string=f"tags.`conveyor.model` = '{model_name(name)}'",
         order_by=["attributes.start_time DESC"],
         max_results=limit,
     )
