@@ -51,3 +51,24 @@ def test_a_full_artifact_disk_fails_cleanly_and_the_next_run_trains(
     filler.unlink()
     result = training_flow(spec=str(spec))
     assert result["outcome"] == "promoted" and result["version"] == "1"
+
+
+def test_a_read_only_artifact_disk_fails_cleanly_and_the_next_run_trains(
+    project: Path, tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root ignores file permissions, so the disk itself is made read-only (remount)."""
+    monkeypatch.setenv("CONVEYOR_ARTIFACT_ROOT", str(tiny_disk / "artifacts"))
+    write_csv(project, "data/train.csv", classification_frame())
+    spec = write_spec(project, "churn", "../data/train.csv")
+    subprocess.run(["mount", "-o", "remount,size=64m,ro", str(tiny_disk)], check=True)
+
+    with pytest.raises(StorageError, match="read-only file system") as caught:
+        training_flow(spec=str(spec))
+    assert caught.value.exit_code == 8
+    assert registry.list_versions("churn") == []
+    (run,) = registry.training_runs("churn")
+    assert run.info.status == "FAILED"
+
+    subprocess.run(["mount", "-o", "remount,rw", str(tiny_disk)], check=True)
+    result = training_flow(spec=str(spec))
+    assert result["outcome"] == "promoted" and result["version"] == "1"
