@@ -11,21 +11,12 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import browser
+from tests.e2e.browser import NEEDS_CHROMIUM, chromium_page
 from tests.e2e.harness import NIGHTLY, ON_DEMAND, Stack
 from tests.factories import classification_frame, write_csv, write_spec
 
 MODEL = "browser"
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 UI_TIMEOUT_MS = 90_000
 
 pytestmark = [
@@ -33,7 +24,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.timeout(1200),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"),
+    NEEDS_CHROMIUM,
 ]
 
 
@@ -54,19 +45,12 @@ def trained_stack(running_stack: Stack) -> Stack:
 
 @pytest.fixture(scope="module")
 def page() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 900})
-        finally:
-            browser.close()
+    with chromium_page() as opened:
+        yield opened
 
 
 def screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    browser.screenshot(page, name, full_page=True)
 
 
 def test_prefect_ui_lists_the_training_deployments(trained_stack: Stack, page: Any) -> None:

@@ -16,21 +16,12 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.e2e import browser
+from tests.e2e.browser import NEEDS_CHROMIUM, chromium_page
 from tests.e2e.harness import ON_DEMAND, Stack, wait_until
 from tests.factories import classification_frame, write_csv, write_spec
 
 MODEL = "browser_loop"
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 UI_TIMEOUT_MS = 90_000
 RUN_TIMEOUT_S = 600
 BATCH = f"data/{MODEL}-batch.csv"
@@ -42,7 +33,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.timeout(1800),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"),
+    NEEDS_CHROMIUM,
 ]
 
 
@@ -60,21 +51,12 @@ def stack_project(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def page() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(UI_TIMEOUT_MS) as opened:
+        yield opened
 
 
 def screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"loop-{name}.png"))
+    browser.screenshot(page, f"loop-{name}.png")
 
 
 def deployment_id(stack: Stack, name: str) -> str:

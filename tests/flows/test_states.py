@@ -4,6 +4,7 @@ header) carries the one-line reason, read back here from the Prefect API."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,17 @@ def test_a_run_declined_by_the_policy_says_skipped_and_why(spec: Path) -> None:
 
 
 def test_a_refused_run_fails_with_its_reason_and_no_traceback(spec: Path) -> None:
-    state, logs, _ = from_api(training_flow(spec=str(spec), data_path="data/absent.csv", return_state=True))
+    final = training_flow(spec=str(spec), data_path="data/absent.csv", return_state=True)
+    deadline = time.monotonic() + 60
+    while True:  # logs reach the API in batches, after the run: wait for the reason's line
+        state, logs, _ = from_api(final)
+        if any(line.endswith("data/absent.csv: no such file") for line in logs) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert state.is_failed()
     assert state.message.endswith("data/absent.csv: no such file")
+    assert any(line.endswith("data/absent.csv: no such file") for line in logs), logs
     assert not any("Traceback" in line for line in logs)
-    assert any(line.endswith("data/absent.csv: no such file") for line in logs)
 
 
 def test_a_trained_run_says_version_outcome_and_metric(spec: Path) -> None:
