@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +26,21 @@ with locks.model_lock("train", "churn", 5, what="training churn (test holder)"):
 
 
 @pytest.fixture
-def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The embedded mode: no Prefect server (not even the session's test harness), a SQLite store."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     (tmp_path / "pipelines").mkdir()
     monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.delenv("CONVEYOR_LOCK_DIR", raising=False)
-    return tmp_path
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield tmp_path
 
 
 def holder(project: Path) -> subprocess.Popen[str]:
-    env = os.environ | {"CONVEYOR_HOME": str(project)}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"CONVEYOR_HOME": str(project)}
     process = subprocess.Popen([sys.executable, "-c", HOLD], env=env, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "held"
     return process
