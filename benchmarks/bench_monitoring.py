@@ -93,9 +93,7 @@ def make_frames(rows: int, seed: int = 7) -> tuple[Any, Any]:
             cat_01[rng.random(rows) < 0.25] = "brand_new"
         data["cat_01"] = cat_01
         three = np.array(["x", "y", "z"], dtype=object)
-        data["cat_02"] = three[
-            rng.choice(3, rows, p=[0.48, 0.31, 0.21] if current else [0.5, 0.3, 0.2])
-        ]
+        data["cat_02"] = three[rng.choice(3, rows, p=[0.48, 0.31, 0.21] if current else [0.5, 0.3, 0.2])]
         fifty = np.array([f"s{i:02d}" for i in range(50)], dtype=object)
         cat_03 = fifty[rng.integers(0, 50, rows)]
         cat_03[rng.random(rows) < 0.05] = None
@@ -286,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-evidently", action="store_true", help="measure Conveyor only")
     parser.add_argument("--output", type=Path, default=None, help="results JSON path")
-    parser.add_argument(
-        "--worker", choices=["build", "compare", "evidently"], help=argparse.SUPPRESS
-    )
+    parser.add_argument("--worker", choices=["build", "compare", "evidently"], help=argparse.SUPPRESS)
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--current", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
@@ -366,9 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         results["evidently"] = summarise(evidently)
 
     results["goals"] = goals(results)
-    output = args.output or RESULTS / (
-        "monitoring.json" if args.rows == FULL_ROWS else f"monitoring-{args.rows}.json"
-    )
+    output = args.output or RESULTS / ("monitoring.json" if args.rows == FULL_ROWS else f"monitoring-{args.rows}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({"goals": results["goals"]}, indent=2))

@@ -53,9 +53,7 @@ def make_frame(rows: int, seed: int = 0) -> Any:
         effect = rng.normal(scale=0.6, size=levels)
         logits += effect[codes]
         frame[f"cat_{i}"] = (
-            pd.Series([f"c{i}_{code:02d}" for code in range(levels)], dtype="str")
-            .take(codes)
-            .to_numpy()
+            pd.Series([f"c{i}_{code:02d}" for code in range(levels)], dtype="str").take(codes).to_numpy()
         )
     flip = rng.random(rows) < 1 / (1 + np.exp(-logits)) * 0.3
     frame["label"] = np.where(y.astype(bool) ^ flip, "yes", "no")
@@ -146,9 +144,7 @@ def _version(package: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--rows", type=int, default=FULL_ROWS, help="rows of the frame (default 1M)"
-    )
+    parser.add_argument("--rows", type=int, default=FULL_ROWS, help="rows of the frame (default 1M)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per side; the median counts")
     args = parser.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
