@@ -26,11 +26,16 @@ TRAIN_ROWS_ARTIFACT = "conveyor/train_rows.npy"
 MIN_CLEAN_ROWS = 30
 
 
-def row_hashes(X: pd.DataFrame, y: pd.Series) -> np.ndarray:
-    """One uint64 per row over its features and target (pandas' stable row hash), sorted."""
+def _each_row_hash(X: pd.DataFrame, y: pd.Series) -> np.ndarray:
+    """One uint64 per row, in row order, over its features and target (pandas' stable row hash)."""
     frame = X.copy()
     frame["__target__"] = y.to_numpy()
-    return np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64))
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+
+
+def row_hashes(X: pd.DataFrame, y: pd.Series) -> np.ndarray:
+    """The rows' hashes, sorted: what a version keeps of its training rows."""
+    return np.sort(_each_row_hash(X, y))
 
 
 def hashes_bytes(hashes: np.ndarray) -> bytes:
@@ -73,10 +78,7 @@ def fair_comparison(
         return Comparison(candidate_metrics, None, len(X), 0)
     seen = np.zeros(len(X), dtype=bool)
     if champion_rows is not None and len(champion_rows):
-        frame = X.copy()
-        frame["__target__"] = y.to_numpy()
-        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
-        seen = np.isin(hashes, champion_rows)
+        seen = np.isin(_each_row_hash(X, y), champion_rows)
     overlap = int(seen.sum())
     clean = ~seen
     if overlap == 0 or clean.sum() < MIN_CLEAN_ROWS or y[clean].nunique() < y.nunique():

@@ -177,13 +177,3 @@ def evaluate(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, see
 def evaluate_model(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int) -> Evaluation:
     """Metrics, plots and permutation importance on the holdout."""
     return evaluate(task_type, model, X, y, seed)
-
-
-@task(name="evaluate_champion", cache_policy=NO_CACHE)
-def evaluate_champion(
-    task_type: TaskType, champion: Any | None, X: pd.DataFrame, y: pd.Series
-) -> dict[str, float] | None:
-    """The current champion's metrics on the same holdout, so the comparison is like for like."""
-    if champion is None:
-        return None
-    return compute_metrics(task_type, champion, X, y)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 from prefect import task
 
 from conveyor import links, registry
@@ -114,7 +113,3 @@ def fail_training_run(run_id: str, error: BaseException) -> None:
     registry.set_tags(run_id, {"conveyor.error": str(message)[:5000]})
     registry.rename_run(run_id, f"failed-{type(error).__name__}")
     registry.end_run(run_id, failed=True)
-
-
-def data_columns(frame: pd.DataFrame) -> str:
-    return ", ".join(map(str, frame.columns))
