@@ -148,10 +148,78 @@ class ContractSpec(_Section):
     leakage: Literal["fail", "warn"] = "fail"
 
 
+# Fairness gate metric -> the task types it fits (fairlearn's disparities; error_difference is the
+# largest gap in mean absolute error between groups, for regressors).
+FAIRNESS_METRICS: dict[str, frozenset[str]] = {
+    "demographic_parity_difference": frozenset({"binary"}),
+    "equalized_odds_difference": frozenset({"binary"}),
+    "true_positive_rate_difference": frozenset({"binary"}),
+    "false_positive_rate_difference": frozenset({"binary"}),
+    "error_difference": frozenset({"regression"}),
+}
+# Risk tier -> how many different people must approve a candidate before it is promoted.
+APPROVALS_NEEDED: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+
+
+class FairnessGate(_Section):
+    """Rejects a candidate whose disparity between groups of a sensitive attribute is over `max`."""
+
+    metric: str
+    max: float = Field(ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in FAIRNESS_METRICS:
+            raise ValueError(f"unknown fairness metric {value!r}; choose one of {sorted(FAIRNESS_METRICS)}")
+        return value
+
+
 class GovernanceSpec(_Section):
     risk_tier: Literal["low", "medium", "high"] = "low"
     approvers: tuple[str, ...] = ()
+    approval_timeout_hours: float = Field(72, gt=0, description="Then the waiting candidate is rejected.")
     sensitive_attributes: tuple[str, ...] = ()
+    exclude_sensitive: bool = Field(False, description="Keep sensitive attributes out of the features.")
+    fairness: FairnessGate | None = None
+    intended_use: str = ""
+    owner: str = ""
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> GovernanceSpec:
+        needed = APPROVALS_NEEDED[self.risk_tier]
+        if len(set(self.approvers)) < needed:
+            raise ValueError(
+                f"risk tier {self.risk_tier!r} needs {needed} different approver(s) in 'approvers' "
+                f"(listed: {list(self.approvers) or 'none'})"
+            )
+        if self.fairness is not None and not self.sensitive_attributes:
+            raise ValueError("a fairness gate needs 'sensitive_attributes' to measure it on")
+        return self
+
+
+class SegmentSpec(_Section):
+    """One model per value of `by` (a column or a list of columns)."""
+
+    by: tuple[str, ...]
+    min_rows: int = Field(200, ge=1, description="A smaller segment is served by the all-rows model.")
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("by")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("'by' names at least one column")
+        return value
+
+
+class ServingSpec(_Section):
+    shadow: bool = Field(False, description="The challenger also scores each request; logged, never returned.")
+    canary: float = Field(0.0, ge=0, le=1, description="Share of requests the challenger answers.")
 
 
 class MonitoringSpec(_Section):
@@ -177,7 +245,9 @@ class PipelineSpec(_Section):
     evaluation: EvaluationSpec = EvaluationSpec()
     contract: ContractSpec = ContractSpec()
     governance: GovernanceSpec = GovernanceSpec()
+    segments: SegmentSpec | None = None
     monitoring: MonitoringSpec = MonitoringSpec()
+    serving: ServingSpec = ServingSpec()
     schedule: ScheduleSpec = ScheduleSpec()
     source: str | None = Field(None, description="The file the spec was read from (set by load_spec).")
 
@@ -187,6 +257,18 @@ class PipelineSpec(_Section):
             for name in [self.evaluation.metric, *self.evaluation.floors]:
                 if name is not None and self.task not in METRICS[name][0]:
                     raise ValueError(f"metric {name!r} does not fit a {self.task} task")
+        return self
+
+    @model_validator(mode="after")
+    def _columns_are_not_the_target(self) -> PipelineSpec:
+        target = self.data.target
+        if self.segments is not None and target in self.segments.by:
+            raise ValueError(f"'segments.by' cannot be the target column {target!r}")
+        if target in self.governance.sensitive_attributes:
+            raise ValueError(f"'governance.sensitive_attributes' cannot be the target column {target!r}")
+        fairness = self.governance.fairness
+        if fairness is not None and self.task is not None and self.task not in FAIRNESS_METRICS[fairness.metric]:
+            raise ValueError(f"fairness metric {fairness.metric!r} does not fit a {self.task} task")
         return self
 
     @model_validator(mode="after")

@@ -31,6 +31,12 @@ def test_five_line_spec_gets_every_default(tmp_path: Path) -> None:
     assert spec.for_task("regression").primary_metric == "rmse"
 
 
+def test_segments_take_one_column_or_several(tmp_path: Path) -> None:
+    assert load_spec(write(tmp_path, FIVE_LINES + "segments: {by: island}\n")).segments.by == ("island",)
+    spec = load_spec(write(tmp_path, FIVE_LINES + "segments: {by: [island, sex], min_rows: 50}\n"))
+    assert spec.segments is not None and spec.segments.by == ("island", "sex") and spec.segments.min_rows == 50
+
+
 def test_digest_ignores_where_the_spec_lies_but_not_its_content(tmp_path: Path) -> None:
     first = load_spec(write(tmp_path, FIVE_LINES))
     other = tmp_path / "elsewhere"
@@ -54,6 +60,25 @@ def test_digest_ignores_where_the_spec_lies_but_not_its_content(tmp_path: Path) 
         (FIVE_LINES + "evaluation: {metric: accuracy_of_doom}\n", "unknown metric 'accuracy_of_doom'"),
         (FIVE_LINES + "task: regression\nevaluation: {metric: roc_auc}\n", "does not fit a regression task"),
         (FIVE_LINES + "evaluation: {floors: {rmse: 3}}\ntask: binary\n", "metric 'rmse' does not fit a binary task"),
+        (FIVE_LINES + "governance: {risk_tier: high, approvers: [ana]}\n", "risk tier 'high' needs 2 different"),
+        (FIVE_LINES + "governance: {risk_tier: medium}\n", "risk tier 'medium' needs 1 different"),
+        (
+            FIVE_LINES + "governance: {fairness: {metric: demographic_parity_difference, max: 0.1}}\n",
+            "a fairness gate needs 'sensitive_attributes'",
+        ),
+        (
+            FIVE_LINES + "governance: {sensitive_attributes: [sex], fairness: {metric: parity, max: 0.1}}\n",
+            "unknown fairness metric 'parity'",
+        ),
+        (
+            FIVE_LINES
+            + "task: regression\ngovernance: {sensitive_attributes: [sex], "
+            + "fairness: {metric: demographic_parity_difference, max: 0.1}}\n",
+            "does not fit a regression task",
+        ),
+        (FIVE_LINES + "segments: {by: species}\n", "'segments.by' cannot be the target column 'species'"),
+        (FIVE_LINES + "segments: {by: []}\n", "'by' names at least one column"),
+        (FIVE_LINES + "serving: {canary: 1.5}\n", "'serving.canary'"),
         ("name: x\n  data: [\n", "YAML syntax error at line 2"),
         ("- just\n- a list\n", "must be a YAML mapping"),
     ],
