@@ -19,12 +19,13 @@ from conveyor.orchestration import model_slot, run_tags
 from conveyor.policy import retrain_refusal
 from conveyor.settings import user_path
 from conveyor.spec import PipelineSpec, find_spec
+from tasks.card import model_card
 from tasks.comparison import compare_with_champion, hashes_bytes, load_champion_rows, row_hashes
 from tasks.contracts import validate_data
 from tasks.data import Dataset, infer_task, load_data, split_data
 from tasks.evaluation import compute_metrics, evaluate_model
 from tasks.lineage import digest_contract, digest_data, find_existing_version, is_final
-from tasks.packaging import build_reference_profile, model_card, package_model
+from tasks.packaging import build_reference_profile, package_model
 from tasks.registry import Registered, load_champion, promote_model, recover_interrupted, register_model
 from tasks.summary import TrainingResult, publish_summary, publish_unchanged, skipped
 from tasks.tracking import close_training_run, fail_training_run, log_evaluation, log_training_inputs, open_training_run
