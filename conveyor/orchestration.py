@@ -11,6 +11,7 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from conveyor import locks
 from conveyor.errors import retry_unless_expected
@@ -25,6 +26,90 @@ IO_TASK: dict[str, Any] = {
     "retry_condition_fn": retry_unless_expected,
     "cache_policy": NO_CACHE,
 }
+
+
+def worker_count() -> int:
+    """How many things run at once in a fan-out: `CONVEYOR_WORKERS`, else the machine's cores."""
+    configured = os.environ.get("CONVEYOR_WORKERS", "").strip()
+    if configured:
+        return max(1, int(configured))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def use_dask(dask: bool | None = None) -> bool:
+    """Whether fan-outs run on Dask: asked for (`--dask`, `CONVEYOR_DASK=1`) or a cluster is named."""
+    if os.environ.get("CONVEYOR_DASK_ADDRESS"):
+        return True
+    if dask is not None:
+        return dask
+    return os.environ.get("CONVEYOR_DASK", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def fanout_task_runner(dask: bool | None = None, max_workers: int | None = None) -> TaskRunner[Any]:
+    """The task runner for a fan-out (segments, specs, search candidates); never unbounded.
+
+    - `CONVEYOR_DASK_ADDRESS=tcp://host:8786` set: a `DaskTaskRunner` on that existing cluster.
+    - `dask=True` or `CONVEYOR_DASK=1`: a `DaskTaskRunner` on a `LocalCluster` of worker
+      processes with one thread each and OpenMP at 1 thread, `max_workers` (default
+      `CONVEYOR_WORKERS`, else the cores) of them, so the cores are not oversubscribed.
+    - otherwise: a `ThreadPoolTaskRunner` of `max_workers` threads.
+
+    Use it as `my_flow.with_options(task_runner=fanout_task_runner())(...)`. Tasks on Dask
+    workers run in other processes: pass them plain picklable values (paths, names, frames) and
+    let them open their own MLflow client (`conveyor.registry` does, from the environment).
+    """
+    workers = max_workers or worker_count()
+    if not use_dask(dask):
+        return ThreadPoolTaskRunner(max_workers=workers)
+    from prefect_dask import DaskTaskRunner
+
+    address = os.environ.get("CONVEYOR_DASK_ADDRESS")
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+            "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        },
+    )
+
+
+@contextlib.contextmanager
+def one_prefect_api() -> Iterator[str]:
+    """Every flow run in the block talks to one Prefect API; started here once when none is set.
+
+    Without `PREFECT_API_URL` each process starts its own temporary server (seconds each): a
+    Dask worker process would start one per worker and record its runs there, out of sight. In
+    the block the temporary server is started once and named in the settings, which Prefect
+    passes to the tasks it sends to Dask workers, and in the environment, which processes
+    started in the block inherit. A temporary server listens on 127.0.0.1: workers on other
+    machines need a real server (`conveyor up`) named by `PREFECT_API_URL`.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()
+    if url:
+        yield str(url)
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # one per process; stopped when the process exits
+    server.start()
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
 
 
 def slot_timeout() -> float:
