@@ -22,6 +22,10 @@ def up(
     say(f"Prefect UI: {state.prefect_ui_url}")
     say(f"MLflow UI:  {state.mlflow_url}{MLFLOW_CLASSIC_VIEW}")
     say(f"logs:       {config.logs_dir}")
+    if state.dask_address:
+        say(f"Dask:       {state.dask_address}, dashboard {state.dask_dashboard_url}")
+    if state.s3_endpoint_url:
+        say(f"S3:         {state.s3_endpoint_url}, bucket conveyor (MLflow's artifacts); source {config.s3_env_file}")
     if state.auth:
         # Never the secrets themselves: they are in files only the owner can read.
         say(f"to use it:  source {config.auth_env_file}  (the addresses and credentials, readable by you only)")

@@ -10,6 +10,7 @@ import bisect
 import csv
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from conveyor import remote
 from conveyor.errors import DataError
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec, TaskType
@@ -81,8 +83,10 @@ def _kind(path: str) -> str:
 
 
 def resolve_files(pattern: str, max_files: int = MAX_FILES) -> list[str]:
-    """The data files a path or glob names, sorted; a clear error when there are none, when the
+    """The data files a path, glob or URI names, sorted; a clear error when there are none, when the
     path is a symlink loop, or when there are more than `max_files` (counted before any is read)."""
+    if remote.is_uri(pattern):
+        return _bounded(pattern, remote.files(pattern, _PARQUET | _CSV), max_files)
     if any(char in pattern for char in "*?["):
         files = sorted(path for path in glob.glob(pattern, recursive=True) if Path(path).is_file())
         if not files:
@@ -119,7 +123,7 @@ def _bounded(pattern: str, files: list[str], max_files: int) -> list[str]:
 
 def file_digest(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with remote.open_binary(path) as handle:
         while chunk := handle.read(_READ_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -145,7 +149,7 @@ def check_size(path: str, max_file_mb: float) -> None:
 
     A compressed file is measured by what it expands to (streamed, stopping at the limit), so a
     small archive cannot unpack into unbounded memory."""
-    size = Path(path).stat().st_size
+    size = remote.size(path) if remote.is_uri(path) else Path(path).stat().st_size
     if size > max_file_mb * 1e6:
         raise DataError(
             f"{display_path(path)}: {_size(size)} is above the {max_file_mb:g} MB limit "
@@ -166,6 +170,8 @@ def _expands_within(path: str, limit: int) -> bool:
 
     import pyarrow as pa
 
+    if remote.is_uri(path):
+        return remote.expands_within(path, limit)
     if Path(path).suffix.lower() == ".zip":
         with zipfile.ZipFile(path) as archive:
             streams = [archive.open(info) for info in archive.infolist()]
@@ -200,7 +206,7 @@ def _first_bad_utf8(path: str) -> tuple[int, int, int] | None:
 
     decoder = codecs.getincrementaldecoder("utf-8")()
     line, offset_in_line = 1, 0
-    with open(path, "rb") as handle:
+    with remote.open_binary(path) as handle:
         while chunk := handle.read(_READ_CHUNK):
             try:
                 decoder.decode(chunk)
@@ -217,7 +223,7 @@ def _first_bad_utf8(path: str) -> tuple[int, int, int] | None:
 
 def _ragged_line(path: str, delimiter: str = ",") -> tuple[int, int, int] | None:
     """(line, fields, header fields) of the first row whose field count differs from the header."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    with io.TextIOWrapper(remote.open_binary(path), newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
@@ -270,7 +276,8 @@ def _read_csv(path: str) -> pd.DataFrame:
 
 def _read_parquet(path: str) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path)
+        # storage_options: through fsspec (s3fs) as every other read of a URI, not pyarrow's own S3 client
+        return pd.read_parquet(path, storage_options={} if remote.is_uri(path) else None)
     except Exception as exc:  # pyarrow.ArrowInvalid, OSError, ... for a file that is not Parquet
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{display_path(path)}: cannot be read as Parquet: {first}") from None

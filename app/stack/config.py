@@ -39,10 +39,17 @@ class StackConfig:
     database_url: str | None = None
     database_prefix: str = "conveyor"
     auth: bool = False  # the hardened profile: MLflow basic-auth, a Prefect API auth string
+    dask_workers: int = 0  # CONVEYOR_DASK_WORKERS: a `dask scheduler` and this many `dask worker`s
+    s3: bool = False  # CONVEYOR_S3: SeaweedFS's S3 gateway holds MLflow's artifacts
+    # Free ports chosen by `up` (app/stack/scaled.py), recorded in the stack's state.
+    dask_port: int | None = None
+    dask_dashboard_port: int | None = None
+    s3_port: int | None = None
 
     @classmethod
     def from_env(cls, root: Path | None = None) -> StackConfig:
-        """Read CONVEYOR_PREFECT_PORT, CONVEYOR_MLFLOW_PORT, CONVEYOR_DATABASE_URL/_PREFIX, CONVEYOR_AUTH."""
+        """Read CONVEYOR_PREFECT_PORT, CONVEYOR_MLFLOW_PORT, CONVEYOR_DATABASE_URL/_PREFIX, CONVEYOR_AUTH,
+        CONVEYOR_DASK_WORKERS and CONVEYOR_S3."""
         prefix = os.environ.get("CONVEYOR_DATABASE_PREFIX", "conveyor")
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", prefix):
             raise StackError(f"CONVEYOR_DATABASE_PREFIX={prefix!r}: use lower-case letters, digits and _")
@@ -56,6 +63,8 @@ class StackConfig:
             database_url=database_url,
             database_prefix=prefix,
             auth=flag_from_env("CONVEYOR_AUTH"),
+            dask_workers=count_from_env("CONVEYOR_DASK_WORKERS", 0, most=64),
+            s3=flag_from_env("CONVEYOR_S3"),
         )
 
     @property
@@ -111,6 +120,34 @@ class StackConfig:
         return f"http://{HOST}:{self.mlflow_port}"
 
     @property
+    def dask_address(self) -> str | None:
+        """The scheduler's address the Prefect worker's flow runs get as CONVEYOR_DASK_ADDRESS."""
+        return f"tcp://{HOST}:{self.dask_port}" if self.dask_port else None
+
+    @property
+    def dask_dashboard_url(self) -> str | None:
+        return f"http://{HOST}:{self.dask_dashboard_port}/status" if self.dask_dashboard_port else None
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        return f"http://{HOST}:{self.s3_port}" if self.s3_port else None
+
+    @property
+    def seaweedfs_dir(self) -> Path:
+        """SeaweedFS's volumes and metadata: the S3 store's bytes, kept across `down` and `up`."""
+        return self.state_dir / "seaweedfs"
+
+    @property
+    def s3_identity_file(self) -> Path:
+        """SeaweedFS's S3 identity (`weed -s3.config`): the access key and secret, owner only."""
+        return self.state_dir / "s3.json"
+
+    @property
+    def s3_env_file(self) -> Path:
+        """`export` lines for a shell: the S3 endpoint and credentials, owner only."""
+        return self.state_dir / "s3.env"
+
+    @property
     def profile(self) -> str:
         return "postgresql" if self.database_url else "sqlite"
 
@@ -154,6 +191,16 @@ def flag_from_env(name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise StackError(f"{name}={raw!r}: use 1 (on) or 0 (off)")
+
+
+def count_from_env(name: str, default: int, *, most: int) -> int:
+    """A whole number from 0 to `most` (unset or empty is `default`)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        raise StackError(f"{name}={raw!r}: use a whole number from 0 to {most}")
+    return int(raw)
 
 
 def port_from_env(name: str, default: int) -> int:

@@ -13,6 +13,7 @@ import os
 from app.stack.auth import allowed_hosts, allowed_origins, stack_credentials
 from app.stack.config import HOST, POOL, WORKER_NAME, StackConfig, without_password
 from app.stack.processes import bin_path
+from app.stack.scaled import ARTIFACTS_DESTINATION, ONE_THREAD, extra_commands, s3_client_env
 
 
 def base_env(config: StackConfig) -> dict[str, str]:
@@ -55,6 +56,8 @@ def mlflow_env(config: StackConfig) -> dict[str, str]:
     )
     if password := config.database_password:
         env["PGPASSWORD"] = password
+    if config.s3:  # `--artifacts-destination s3://...`: the server alone talks to the store
+        env.update(s3_client_env(config), MLFLOW_S3_ENDPOINT_URL=str(config.s3_endpoint_url))
     if config.auth:
         credentials = stack_credentials(config)
         env.update(
@@ -70,6 +73,10 @@ def worker_env(config: StackConfig) -> dict[str, str]:
     """The worker's environment, inherited by every flow run it starts."""
     env = base_env(config)
     env.update(PREFECT_WORKER_QUERY_SECONDS="2", MLFLOW_TRACKING_URI=config.mlflow_url)
+    if config.dask_address:  # the flows' fan-outs run on the stack's Dask cluster
+        env["CONVEYOR_DASK_ADDRESS"] = config.dask_address
+    if config.s3:  # `s3://` data paths and prediction logs
+        env.update(s3_client_env(config))
     if config.auth:
         credentials = stack_credentials(config)
         env.update(
@@ -77,6 +84,16 @@ def worker_env(config: StackConfig) -> dict[str, str]:
             MLFLOW_TRACKING_USERNAME=credentials.mlflow_username,
             MLFLOW_TRACKING_PASSWORD=credentials.mlflow_password,
         )
+    return env
+
+
+def dask_env(config: StackConfig) -> dict[str, str]:
+    """The Dask processes' environment: the flow runs' own (their tasks run there), one thread each."""
+    env = worker_env(config)
+    env.pop("CONVEYOR_DASK_ADDRESS", None)  # a task on the cluster never fans out onto it again
+    env.update(ONE_THREAD)
+    # The project's code, as the flow runs import it from the project root.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(config.root), os.environ.get("PYTHONPATH"))))
     return env
 
 
@@ -92,7 +109,9 @@ def deploy_env(config: StackConfig, api_url: str | None = None) -> dict[str, str
 
 def commands(config: StackConfig) -> dict[str, list[str]]:
     """The long-running services' command lines."""
-    artifacts = str(config.artifacts_dir)
+    # Clients get `mlflow-artifacts:/` URIs and send the files through the server, so a runner on
+    # another machine stores what it logs where the server keeps it: .conveyor/artifacts, or S3.
+    artifacts = ARTIFACTS_DESTINATION if config.s3 else str(config.artifacts_dir)
     hardened = (
         ["--app-name", "basic-auth", "--allowed-hosts", allowed_hosts(config.mlflow_port),
          "--cors-allowed-origins", allowed_origins(config.mlflow_port)]
@@ -105,14 +124,13 @@ def commands(config: StackConfig) -> dict[str, list[str]]:
         ],
         "mlflow-server": [
             bin_path("mlflow"), "server", "--host", HOST, "--port", str(config.mlflow_port), "--workers", "1",
-            # Runs logged embedded (sqlite, local folder) and through the server land in the
-            # same folder: new experiments get this local root, proxied ones the same files.
-            "--default-artifact-root", artifacts, "--artifacts-destination", artifacts, *hardened,
+            "--artifacts-destination", artifacts, *hardened,
         ],
         "worker": [
             bin_path("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
             "--name", WORKER_NAME, "--no-create-pool-if-not-found",
         ],
+        **extra_commands(config),
     }  # fmt: skip
 
 

@@ -13,9 +13,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
+from app.stack import scaled
 from app.stack.auth import ensure_credentials
 from app.stack.config import HOST, POOL, StackConfig, StackError, without_password
 from app.stack.deploy import sync_spec_deployments
@@ -33,7 +34,9 @@ from app.stack.processes import (
     terminate,
 )
 from app.stack.services import (
+    base_env,
     commands,
+    dask_env,
     deploy_env,
     mlflow_env,
     mlflow_upgrade_command,
@@ -79,6 +82,7 @@ def up(
                 if state.auth != config.auth:
                     running, wanted = (_profile_name(flag) for flag in (state.auth, config.auth))
                     raise StackError(f"the stack is up {running}; `conveyor down` first to start it {wanted}")
+                _refuse_other_scale(config, scaled.from_state(config, state))
                 return state, True
             # A half-dead stack (a crash, an interrupted `up`): stop the rest, start afresh.
             echo("found a partly running stack; stopping what is left of it first")
@@ -89,6 +93,14 @@ def up(
 
 def _profile_name(auth: bool) -> str:
     return "with the auth profile (CONVEYOR_AUTH=1)" if auth else "without the auth profile"
+
+
+def _refuse_other_scale(wanted: StackConfig, running: StackConfig) -> None:
+    """A running stack with other Dask workers or S3 setting than asked for is not "already up"."""
+    if (running.dask_workers, running.s3) != (wanted.dask_workers, wanted.s3):
+        now = f"CONVEYOR_DASK_WORKERS={running.dask_workers} CONVEYOR_S3={int(running.s3)}"
+        asked = f"CONVEYOR_DASK_WORKERS={wanted.dask_workers} CONVEYOR_S3={int(wanted.s3)}"
+        raise StackError(f"the stack is up with {now}; `conveyor down` first to start it with {asked}")
 
 
 def _start(config: StackConfig, *, timeout: float, deploy: bool, echo: Callable[[str], None]) -> StackState:
@@ -102,6 +114,10 @@ def _start(config: StackConfig, *, timeout: float, deploy: bool, echo: Callable[
         folder.mkdir(parents=True, exist_ok=True)
     if config.auth:
         ensure_credentials(config)  # generated at the first hardened start, kept afterwards
+    config = scaled.with_ports(config)
+    if config.s3:
+        config.seaweedfs_dir.mkdir(parents=True, exist_ok=True)
+        scaled.ensure_s3_identity(config)  # generated at the first S3 start, kept afterwards
 
     state = StackState(
         root=str(config.root),
@@ -111,6 +127,9 @@ def _start(config: StackConfig, *, timeout: float, deploy: bool, echo: Callable[
         mlflow_url=config.mlflow_url,
         started_at=time.time(),
         auth=config.auth,
+        dask_address=config.dask_address,
+        dask_dashboard_url=scaled.dashboard_url(config),
+        s3_endpoint_url=config.s3_endpoint_url,
     )
     if config.database_url:
         created = ensure_databases(config.database_url, config.database_names)
@@ -153,7 +172,12 @@ class _Startup:
     def start_service(self, name: str, env: dict[str, str], url: str | None = None) -> None:
         service = spawn(name, self.commands[name], env, self.config)
         service.url = url
-        service.port = {"prefect-server": self.config.prefect_port, "mlflow-server": self.config.mlflow_port}.get(name)
+        service.port = {
+            "prefect-server": self.config.prefect_port,
+            "mlflow-server": self.config.mlflow_port,
+            scaled.DASK_SCHEDULER: self.config.dask_port,
+            scaled.SEAWEEDFS: self.config.s3_port,
+        }.get(name)
         self.state.services[name] = service
         self.state.save(self.config.stack_file)  # at once: an interrupted `up` can be stopped
 
@@ -179,6 +203,7 @@ class _Startup:
         else:
             self.start_service("mlflow-server", mlflow_env(config), config.mlflow_url)
         wanted = {"prefect-server", "mlflow-server", "worker"} | ({"spec-deployments"} if self.deploy else set())
+        wanted |= self.start_scaled()
         while not wanted <= self.done:
             self.step()
             self.check_alive()
@@ -206,6 +231,30 @@ class _Startup:
         mlflow_started = "mlflow-server" in self.state.services
         if mlflow_started and "mlflow-server" not in done and mlflow_healthy(config):
             self.mark("mlflow-server")
+        self.step_scaled()
+
+    def start_scaled(self) -> set[str]:
+        """SeaweedFS and the Dask processes, when asked for; the steps that say they are ready."""
+        config, steps = self.config, set()
+        if config.s3:
+            self.start_service(scaled.SEAWEEDFS, base_env(config), config.s3_endpoint_url)
+            steps.add(scaled.SEAWEEDFS)
+        if config.dask_workers:
+            for name in (scaled.DASK_SCHEDULER, *scaled.dask_worker_names(config)):
+                self.start_service(name, dask_env(config), config.dask_address)
+            steps |= {scaled.DASK_SCHEDULER, "dask-workers"}
+        return steps
+
+    def step_scaled(self) -> None:
+        config, done, services = self.config, self.done, self.state.services
+        if scaled.SEAWEEDFS in services and scaled.SEAWEEDFS not in done and scaled.ensure_bucket(config):
+            self.mark(scaled.SEAWEEDFS)
+        scheduler_starting = scaled.DASK_SCHEDULER in services and scaled.DASK_SCHEDULER not in done
+        if scheduler_starting and scaled.dask_scheduler_healthy(config):
+            self.mark(scaled.DASK_SCHEDULER)
+        workers_starting = scaled.DASK_SCHEDULER in done and "dask-workers" not in done
+        if workers_starting and set(scaled.dask_worker_names(config)) <= scaled.dask_workers_connected(config):
+            self.mark("dask-workers")
 
     def start_deploy(self) -> None:
         """`prefect deploy --all` in the background, unless this server has it all already."""
@@ -252,7 +301,10 @@ def down(config: StackConfig, *, timeout: float = 20) -> list[str]:
         if state is None:
             return []
         stopped = [name for name, svc in state.services.items() if is_alive(svc)]
-        survivors = terminate(state.services.values(), timeout=timeout)
+        # The S3 store last: the servers and Dask workers may still be writing to it.
+        store = [svc for svc in state.services.values() if svc.name == scaled.SEAWEEDFS]
+        survivors = terminate([svc for svc in state.services.values() if svc not in store], timeout=timeout)
+        survivors += terminate(store, timeout=min(timeout, scaled.SEAWEEDFS_STOP_GRACE))
         if survivors:
             raise StackError(f"could not stop {', '.join(survivors)} even with SIGKILL")
         ports = [svc.port for svc in state.services.values() if svc.port]
@@ -270,16 +322,20 @@ def status(config: StackConfig) -> tuple[StackState | None, list[ServiceStatus]]
     state = read_state(config)
     if state is None:
         return None, []
-    config = replace(config, auth=state.auth)  # check the stack as it was started
+    config = scaled.from_state(config, state)  # check the stack as it was started
     checks: dict[str, tuple[Callable[[StackConfig], bool], str]] = {
         "prefect-server": (prefect_healthy, "API {url}"),
         "mlflow-server": (mlflow_healthy, "UI {url}"),
         "worker": (worker_online, f"pool {POOL}"),
     }
     rows = []
+
+    def is_up(_: StackConfig) -> bool:
+        return True  # a service with no health check of its own: running is healthy
+
     for name, service in state.services.items():
         running = is_alive(service)
-        check, detail = checks[name]
+        check, detail = checks.get(name) or scaled.check(name) or (is_up, "")
         rows.append(
             ServiceStatus(
                 name=name,

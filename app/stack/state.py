@@ -38,6 +38,9 @@ class StackState:
     databases: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds from start to each ready
     auth: bool = False  # the hardened profile (its secrets are in .conveyor/auth.json, never here)
+    dask_address: str | None = None  # CONVEYOR_DASK_WORKERS: the scheduler the flow runs use
+    dask_dashboard_url: str | None = None
+    s3_endpoint_url: str | None = None  # CONVEYOR_S3: SeaweedFS's S3 gateway (credentials in .conveyor/s3.env)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
