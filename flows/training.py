@@ -19,6 +19,8 @@ from conveyor.orchestration import model_slot, run_tags
 from conveyor.policy import retrain_refusal
 from conveyor.settings import user_path
 from conveyor.spec import PipelineSpec, find_spec
+from flows.governance import wait_for_approval
+from tasks.approvals import require_approval
 from tasks.card import model_card
 from tasks.comparison import compare_with_champion, hashes_bytes, load_champion_rows, row_hashes
 from tasks.contracts import validate_data
@@ -66,6 +68,7 @@ def training_flow(
                     logger.info("%s", result.message)
                     return Completed(message=result.message, data=result.as_dict())
             result = _train(pipeline, user_path(data_path) if data_path else None, allow_promotion)
+        result = wait_for_approval(pipeline, result)  # on a server, with the model's slot released
     except Exception as raised:
         # An expected failure: one line in the log and in the run's state, no traceback.
         exc = raised if isinstance(raised, ConveyorError) else storage_error(raised)
@@ -189,6 +192,7 @@ def _train_in_run(
     def rescore(version: str) -> dict[str, float] | None:
         return compute_metrics(task_type, registry.load_model(name, version), split.X_test, split.y_test)
 
+    plan = require_approval(pipeline, plan, registered.version, allow_promotion)
     try:
         final = promote_model(pipeline, registered, plan, compared_with, evaluation.metrics, rescore, allow_promotion)
     except BaseException:

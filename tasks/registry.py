@@ -77,8 +77,10 @@ def apply_promotion(
     rescore: Callable[[str], dict[str, float] | None],
     allow_promotion: bool,
     checkpoint: Callable[[str], None] = _no_checkpoint,
+    actor: str | None = None,
 ) -> Decision:
-    """Apply the plan under the model's promotion lock; safe to call again after a crash."""
+    """Apply the plan under the model's promotion lock; safe to call again after a crash.
+    `actor` is who the audit names (the approvers of an approved version; else the training flow)."""
     name, version = spec.name, registered.version
     with registry.promotion_lock(name):
         tags = registry.get_version(name, version).tags
@@ -120,7 +122,7 @@ def apply_promotion(
                     "reason": decision.reason,
                     "previous_champion": previous,
                     "champion_after": version if decision.outcome == "promoted" else previous,
-                    "actor": f"training-flow ({getpass.getuser()})",
+                    "actor": actor or f"training-flow ({getpass.getuser()})",
                     "run_id": registered.run_id,
                 },
             )
