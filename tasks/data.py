@@ -483,8 +483,11 @@ def id_columns_note(found: dict[str, str]) -> str | None:
 
 
 def feature_frame(spec: PipelineSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """The model's input columns: everything but the target, the ids and the dropped columns."""
+    """The model's input columns: everything but the target, the ids, the dropped columns and, with
+    `governance.exclude_sensitive`, the sensitive attributes."""
     excluded = {spec.data.target, *spec.data.drop, *id_like_columns(spec, frame)}
+    if spec.governance.exclude_sensitive:
+        excluded.update(spec.governance.sensitive_attributes)
     if spec.data.id_column:
         excluded.add(spec.data.id_column)
     return frame[[column for column in frame.columns if column not in excluded]]

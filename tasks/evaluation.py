@@ -17,6 +17,12 @@ from conveyor.spec import TaskType
 
 # Permutation importance repeats predictions per feature: cap the rows it sees.
 _IMPORTANCE_ROWS = 2000
+# Bootstrap confidence intervals: resamples of the holdout, and the most weight cells held at once.
+BOOTSTRAP_RESAMPLES = 200
+_BOOTSTRAP_CELLS = 2_000_000
+# Above this many holdout rows the intervals come from a seeded sample of them: a little wider than
+# the whole holdout's (so on the safe side), at a bounded cost (about a second at 200 resamples).
+BOOTSTRAP_ROWS = 10_000
 
 
 @dataclass
@@ -24,6 +30,7 @@ class Evaluation:
     metrics: dict[str, float]
     importance: dict[str, float] = field(default_factory=dict)
     plots: dict[str, bytes] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # bootstrap 95 % per metric
 
 
 def label_array(values: Any, like: np.ndarray | None = None) -> np.ndarray:
@@ -86,6 +93,120 @@ def metrics_from_predictions(
     elif present == set(labels):
         result["roc_auc"] = float(skm.roc_auc_score(truth, proba, multi_class="ovr", labels=labels))
     return result
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is 0 (an undefined metric, not 0)."""
+    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
+    return np.divide(numerator, denominator, out=out, where=denominator != 0)
+
+
+def _ranking_metrics(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """ROC AUC and average precision per row of `weights`, ties handled as scikit-learn does."""
+    order = np.argsort(score, kind="stable")
+    if np.any(order[1:] < order[:-1]):  # bootstrap_intervals sorts the rows once, so this is rare
+        positive, score, weights = positive[order], score[order], weights[:, order]
+    pos_w = weights * positive
+    neg_w = weights - pos_w
+    starts = np.flatnonzero(np.r_[True, score[1:] != score[:-1]])  # groups of equal scores
+    if len(starts) < len(score):
+        pos_w, neg_w = np.add.reduceat(pos_w, starts, axis=1), np.add.reduceat(neg_w, starts, axis=1)
+    pos, neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
+    below = np.cumsum(neg_w, axis=1)
+    below -= neg_w  # negatives scored strictly lower
+    below += 0.5 * neg_w
+    auc = _ratio((pos_w * below).sum(axis=1), pos * neg)
+    true_pos = np.cumsum(pos_w[:, ::-1], axis=1)  # thresholds from the highest score down
+    flagged = true_pos + np.cumsum(neg_w[:, ::-1], axis=1)
+    precision = np.divide(true_pos, flagged, out=np.zeros_like(true_pos), where=flagged > 0)
+    average_precision = _ratio((pos_w[:, ::-1] * precision).sum(axis=1), pos)
+    return {"roc_auc": auc, "average_precision": average_precision}
+
+
+def resampled_metrics(
+    task_type: TaskType, classes: list[Any] | None, y: pd.Series, output: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The task's metrics for each resample at once: row b of `weights` counts how often each
+    holdout row was drawn. Equal to `metrics_from_predictions` on the drawn rows (NaN where a
+    resample leaves a metric undefined); multiclass ROC AUC is not resampled."""
+    rows = weights.sum(axis=1)
+    if task_type == "regression":
+        truth = np.asarray(y, dtype=float)
+        error = truth - output
+        centred = truth - truth.mean()
+        mean = (weights @ centred) / rows
+        total = weights @ centred**2 - rows * mean**2
+        return {
+            "rmse": np.sqrt((weights @ error**2) / rows),
+            "mae": (weights @ np.abs(error)) / rows,
+            "r2": 1 - _ratio(weights @ error**2, total),
+        }
+    assert classes is not None
+    labels = label_array(classes)
+    truth = label_array(y, like=labels)
+    predicted = predicted_labels(labels, output)
+    is_true = (truth[:, None] == labels[None, :]).astype(float)
+    is_predicted = (predicted[:, None] == labels[None, :]).astype(float)
+    hits, support, flagged = weights @ (is_true * is_predicted), weights @ is_true, weights @ is_predicted
+    seen = (support + flagged) > 0
+    f1 = np.where(seen, _ratio(2 * hits, support + flagged), np.nan)
+    proba = np.clip(output, np.finfo(output.dtype).eps, 1 - np.finfo(output.dtype).eps)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    loss = -np.log((proba * is_true).sum(axis=1))
+    result = {
+        "accuracy": (weights @ (truth == predicted)) / rows,
+        "balanced_accuracy": np.nanmean(_ratio(hits, support), axis=1),
+        "f1_macro": np.nanmean(f1, axis=1),
+        "log_loss": (weights @ loss) / rows,
+    }
+    if task_type == "binary":
+        result |= {
+            "f1": np.nan_to_num(f1[:, 1]),
+            "precision": np.nan_to_num(_ratio(hits[:, 1], flagged[:, 1])),
+            "recall": _ratio(hits[:, 1], support[:, 1]),
+        }
+        result |= _ranking_metrics(truth == labels[1], output[:, 1], weights)
+    return result
+
+
+def bootstrap_intervals(
+    task_type: TaskType,
+    classes: list[Any] | None,
+    y: pd.Series,
+    output: np.ndarray,
+    seed: int,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap 95 % intervals of the holdout metrics: holdout rows drawn with
+    replacement `resamples` times (seeded), every resample's metrics computed at once from the
+    one prediction pass, in blocks that bound memory; at most BOOTSTRAP_ROWS rows (a seeded sample)."""
+    rng = np.random.default_rng(seed)
+    if len(y) > BOOTSTRAP_ROWS:
+        kept = np.sort(rng.choice(len(y), BOOTSTRAP_ROWS, replace=False))
+        y, output = y.iloc[kept], output[kept]
+    rows = len(y)
+    if rows < 2:
+        return {}
+    if task_type == "binary":  # rows in score order, once: the ranking metrics then need no sort per block
+        order = np.argsort(output[:, 1], kind="stable")
+        y, output = y.iloc[order], output[order]
+    block = max(1, _BOOTSTRAP_CELLS // rows)
+    collected: dict[str, list[np.ndarray]] = {}
+    for start in range(0, resamples, block):
+        count = min(block, resamples - start)
+        drawn = rng.integers(0, rows, size=(count, rows)) + rows * np.arange(count)[:, None]
+        weights = np.bincount(drawn.ravel(), minlength=count * rows).reshape(count, rows).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, values in resampled_metrics(task_type, classes, y, output, weights).items():
+                collected.setdefault(name, []).append(values)
+    intervals = {}
+    for name, parts in collected.items():
+        values = np.concatenate(parts)
+        values = values[np.isfinite(values)]
+        if len(values) >= resamples // 2:  # undefined in most resamples: no interval worth printing
+            low, high = np.percentile(values, [2.5, 97.5])
+            intervals[name] = (float(low), float(high))
+    return intervals
 
 
 def prediction_frame(task_type: TaskType, model: Any, X: pd.DataFrame) -> pd.DataFrame:
@@ -170,10 +291,11 @@ def evaluate(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, see
         metrics=metrics_from_predictions(task_type, classes, y, output),
         importance=feature_importance(model, X, y, task_type, seed),
         plots=evaluation_plots(task_type, classes, y, output),
+        intervals=bootstrap_intervals(task_type, classes, y, output, seed),
     )
 
 
 @task(name="evaluate_model", cache_policy=NO_CACHE)
 def evaluate_model(task_type: TaskType, model: Any, X: pd.DataFrame, y: pd.Series, seed: int) -> Evaluation:
-    """Metrics, plots and permutation importance on the holdout."""
+    """Metrics with bootstrap intervals, plots and permutation importance on the holdout."""
     return evaluate(task_type, model, X, y, seed)

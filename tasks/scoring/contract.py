@@ -66,6 +66,7 @@ def expected_columns(
     required = [*([spec.data.id_column] if spec.data.id_column else []), *model.features]
     optional = [
         *spec.data.drop,
+        *(spec.governance.sensitive_attributes if spec.governance.exclude_sensitive else ()),
         *([spec.data.split.time_column] if spec.data.split.time_column else []),
     ]
     return (
