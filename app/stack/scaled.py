@@ -170,7 +170,7 @@ def s3_client_env(config: StackConfig, identity: S3Identity | None = None) -> di
     }
 
 
-def _s3_client(config: StackConfig) -> Any:
+def s3_client(config: StackConfig) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -202,7 +202,7 @@ def ensure_bucket(config: StackConfig) -> bool:
     if not _answers(str(config.s3_endpoint_url)):
         return False
     try:
-        _s3_client(config).create_bucket(Bucket=BUCKET)
+        s3_client(config).create_bucket(Bucket=BUCKET)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -222,7 +222,7 @@ def s3_healthy(config: StackConfig) -> bool:
     if not config.s3_port or not _answers(str(config.s3_endpoint_url)):
         return False
     try:
-        _s3_client(config).head_bucket(Bucket=BUCKET)
+        s3_client(config).head_bucket(Bucket=BUCKET)
     except (BotoCoreError, ClientError, StackError):
         return False
     return True
