@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from app import commands_governance, commands_loop, commands_models, commands_serve, commands_stack
+from app import commands_fleet, commands_governance, commands_loop, commands_models, commands_serve, commands_stack
 from app.console import UNEXPECTED, report_error
 from conveyor.errors import ConveyorError
 
@@ -21,6 +21,7 @@ app = typer.Typer(
     help="Conveyor: declarative ML pipelines on Prefect and MLflow.",
 )
 commands_models.register(app)
+commands_fleet.register(app)
 commands_loop.register(app)
 commands_stack.register(app)
 commands_serve.register(app)

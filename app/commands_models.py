@@ -16,10 +16,24 @@ def train(
     specs: Annotated[list[str], typer.Argument(help="Spec files or model names under pipelines/.")],
     data: Annotated[str | None, typer.Option(help="Train on this file or glob instead of data.path.")] = None,
     no_promote: Annotated[bool, typer.Option("--no-promote", help="Register, never move champion.")] = False,
+    parallel: Annotated[
+        int | None, typer.Option(help="Several specs: train at most N at once (default CONVEYOR_WORKERS or the cores).")
+    ] = None,
+    dask: Annotated[
+        bool, typer.Option("--dask", help="Several specs: run them on a Dask LocalCluster (or CONVEYOR_DASK_ADDRESS).")
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Validate, train, evaluate, register and (when it earns it) promote each spec's model."""
+    """Validate, train, evaluate, register and (when it earns it) promote each spec's model.
+
+    Several specs train concurrently under one parent flow run; one failure never stops the others.
+    """
     quiet_prefect(verbose)
+    if len(specs) > 1:
+        from app.commands_fleet import train_specs
+
+        data_path = None if data is None else user_path(data, Path.cwd())
+        raise typer.Exit(train_specs(specs, data_path, not no_promote, parallel, dask or None))
     from flows.training import training_flow
 
     worst = 0

@@ -27,6 +27,10 @@ from conveyor.errors import BusyError
 
 logger = logging.getLogger(__name__)
 
+# Set by conveyor.orchestration.one_prefect_api to the temporary server it started: that API dies
+# with its command, so it holds no lock another command could see; the file lock does.
+TEMPORARY_API = "CONVEYOR_TEMPORARY_PREFECT_API"
+
 # Prefect refuses leases under 60 s; the holder renews it while alive.
 LEASE_SECONDS = 60.0
 
@@ -54,6 +58,8 @@ def prefect_server_url() -> str | None:
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
+    if url and str(url) == os.environ.get(TEMPORARY_API):  # the command's own server (one_prefect_api)
+        return None
     return str(url) if url else None
 
 

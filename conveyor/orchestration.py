@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from conveyor import locks
-from conveyor.errors import retry_unless_expected
+from conveyor.errors import UnreachableError, retry_unless_expected
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +99,24 @@ def one_prefect_api() -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # one per process; stopped when the process exits
-    server.start()
-    before = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        server.start()
+    except RuntimeError as exc:
+        raise UnreachableError(
+            f"Prefect's temporary server did not start ({str(exc).splitlines()[0]}); "
+            "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or run `conveyor up`"
+        ) from None
+    before = {key: os.environ.get(key) for key in ("PREFECT_API_URL", locks.TEMPORARY_API)}
+    os.environ["PREFECT_API_URL"] = os.environ[locks.TEMPORARY_API] = server.api_url  # locks stay file locks
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
-        if before is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def slot_timeout() -> float:
