@@ -82,6 +82,10 @@ def training_flow(
 
 
 def _train(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool) -> TrainingResult:
+    if pipeline.segments is not None:  # one model per segment, and the router that serves them
+        from flows.segments import train_segments
+
+        return train_segments(pipeline, data_path, allow_promotion)
     recovered = recover_interrupted(pipeline)
     if recovered:
         get_run_logger().warning("finished what interrupted runs left: %s", ", ".join(recovered))

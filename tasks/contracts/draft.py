@@ -161,6 +161,8 @@ def _value_expectations(
         return [expectation(IN_SET, {"column": column, "value_set": classes}, role="target classes")]
     family = value_family(series)
     tolerance = spec.contract.range_tolerance
+    # A segment column's values name the segments: a new one is a segment that appears, not bad data.
+    segment = FAIL if spec.segments is None or column not in spec.segments.by else WARN
     if family in DATE_FAMILIES:
         dates = widened_dates(series, str(family), tolerance)
         if dates is None:
@@ -186,6 +188,7 @@ def _value_expectations(
             expectation(
                 BETWEEN,
                 {"column": column, "min_value": low, "max_value": high},
+                segment,
                 observed_range=list(observed) if observed else None,
                 tolerance=tolerance,
             )
@@ -206,7 +209,7 @@ def _value_expectations(
     limit = min(MAX_CATEGORIES, max(2, len(values) // 2))
     if len(unique) == 0 or len(unique) > limit:
         return []  # free text or identifiers: a value set would only freeze today's values
-    level = WARN if spec.contract.allow_unseen_categories else FAIL
+    level = WARN if spec.contract.allow_unseen_categories else segment
     categories = sorted((python_scalar(v) for v in unique), key=str)
     return [expectation(IN_SET, {"column": column, "value_set": categories}, level, role="categories")]
 

@@ -1,0 +1,250 @@
+"""Segment models from one spec: the data loaded and validated once, split by `segments.by` in
+memory, one model per segment trained through a bounded task runner, each gated against its own
+champion; then the router version of `<name>` that serves them all, when a segment champion moved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from conveyor import orchestration, registry
+from conveyor.errors import DataError, GateNotMet
+from conveyor.lineage import lineage_of
+from conveyor.orchestration import IO_TASK
+from conveyor.spec import PipelineSpec
+from tasks.contracts import validate_data
+from tasks.data import feature_frame, infer_task, load_data
+from tasks.lineage import digest_contract, digest_data
+from tasks.segment_training import (
+    SEGMENTS_LINEAGE,
+    SegmentOutcome,
+    champion_of,
+    current_routes,
+    publish_router,
+    reusable_version,
+    train_segment,
+)
+from tasks.segments import (
+    SegmentJob,
+    SegmentPlan,
+    existing_segment_versions,
+    plan_segments,
+    route_entry,
+    routes_document,
+)
+from tasks.summary import TrainingResult, artifact_key
+
+
+def segment_task_runner() -> TaskRunner[Any]:
+    """The fan-out's runner: `conveyor.orchestration.fanout_task_runner` (threads, or Dask when asked
+    for) where it exists, else a thread pool bounded by the cores."""
+    fanout = getattr(orchestration, "fanout_task_runner", None)
+    if fanout is not None:
+        return fanout()  # type: ignore[no-any-return]
+    import os
+
+    return ThreadPoolTaskRunner(max_workers=max(1, min(4, os.cpu_count() or 1)))
+
+
+@task(name="split_segments", cache_policy=NO_CACHE)
+def split_segments(spec: PipelineSpec, frame: Any) -> SegmentPlan:
+    """The validated rows split by segment, in memory (the data is read and validated once)."""
+    return plan_segments(spec, frame)
+
+
+@task(name="find_segment_versions", **IO_TASK)
+def find_segment_versions(name: str) -> dict[str, list[Any]]:
+    """Every registered version of the spec's segment models, from one search."""
+    return existing_segment_versions(name)
+
+
+def _champion(job: SegmentJob, previous: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """An unchanged segment's champion: as the current router pins it (no registry call per
+    segment; a search does not return aliases), else from its alias."""
+    routes = previous or {}
+    route = routes.get("fallback") if job.key is None else routes.get("segments", {}).get(job.key)
+    if route is not None and route.get("model") == job.model:
+        return str(route["version"]), str(route["digest"])
+    return champion_of(job.model)
+
+
+def _unchanged(spec: PipelineSpec, job: SegmentJob, existing: Any, previous: dict[str, Any] | None) -> SegmentOutcome:
+    champion, digest = _champion(job, previous)
+    metric = spec.primary_metric
+    value = existing.tags.get(f"conveyor.metric.{metric}")
+    return SegmentOutcome(
+        job.model,
+        job.label,
+        job.key,
+        str(existing.version),
+        "unchanged",
+        f"same rows, spec, contract and code as v{existing.version} ({existing.tags.get('conveyor.decision')})",
+        metric,
+        None if value is None else float(value),
+        champion,
+        digest,
+    )
+
+
+def _routes(
+    spec: PipelineSpec,
+    outcomes: list[SegmentOutcome],
+    previous: dict[str, Any] | None,
+    features: list[str],
+    classes: list[Any],
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The routes this run leaves (None without an all-rows champion) and the stale segments'
+    labels: segments gone from the data keep their previous route."""
+    assert spec.segments is not None and spec.task is not None
+    fallback = next(o for o in outcomes if o.key is None)
+    if fallback.champion is None or fallback.champion_digest is None:
+        return None, []
+    segments = {
+        o.key: route_entry(o.model, o.champion, o.champion_digest, o.label)
+        for o in outcomes
+        if o.key is not None and o.champion is not None and o.champion_digest is not None
+    }
+    present = {o.key for o in outcomes}
+    stale = []
+    for key, route in (previous or {}).get("segments", {}).items():
+        if key not in present and key not in segments:
+            segments[key] = {**route, "stale": True}
+            stale.append(str(route["label"]))
+    entry = route_entry(fallback.model, fallback.champion, fallback.champion_digest, fallback.label)
+    return routes_document(spec.segments.by, spec.task, classes, features, entry, segments), stale
+
+
+def _same_routes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    def pins(doc: dict[str, Any] | None) -> Any:
+        if doc is None:
+            return None
+        return (doc["fallback"]["version"], {k: v["version"] for k, v in doc["segments"].items()}, doc["features"])
+
+    return pins(a) == pins(b)
+
+
+def _summary_markdown(name: str, outcomes: list[SegmentOutcome], small: dict[str, int], stale: list[str]) -> str:
+    rows = "\n".join(
+        f"| {o.label} | `{o.model}` | {o.version or '-'} | {o.outcome} | "
+        f"{'-' if o.value is None else f'{o.value:.4f}'} | {o.champion or '-'} | {o.reason.replace('|', '/')[:200]} |"
+        for o in sorted(outcomes, key=lambda o: (o.outcome not in ("failed", "rejected"), o.label))
+    )
+    notes = ""
+    if small:
+        listed = ", ".join(f"{label} ({rows} rows)" for label, rows in small.items())
+        notes += f"\n\nServed by the all-rows model (under min_rows): {listed}."
+    if stale:
+        notes += f"\n\nStale (gone from the data, still serving): {', '.join(stale)}."
+    return f"""# {name}: {len(outcomes)} models
+
+| segment | model | version | decision | metric | champion | reason |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}{notes}
+"""
+
+
+def train_segments(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool) -> TrainingResult:
+    """Train a segmented spec: every segment model (and the all-rows model) that its rows changed,
+    then the router version of `<name>` when a segment champion moved."""
+    logger = get_run_logger()
+    name = pipeline.name
+    spec_digest = pipeline.digest()
+    contract = digest_contract(pipeline)
+    data_digest = digest_data(pipeline, data_path)
+    if contract is not None:
+        whole = lineage_of(data_digest, spec_digest, contract)
+        if registry.model_tag(name, SEGMENTS_LINEAGE) == whole.key:
+            champion = registry.alias_version(name, registry.CHAMPION)
+            if champion is not None:
+                reason = f"same data, contract, spec and code as the run that left router v{champion.version}"
+                version = str(champion.version)
+                return TrainingResult(name, version, "unchanged", reason, champion=version, reused=True)
+
+    dataset = load_data(pipeline, data_path)
+    target = pipeline.data.target
+    if target not in dataset.frame.columns:
+        raise DataError(f"{dataset.files[0]}: target column {target!r} is not in the data")
+    pipeline = pipeline.for_task(pipeline.task or infer_task(dataset.frame[target]))
+    validate_data(pipeline, dataset)  # once, on every row (drafts the contract on a first run)
+    contract_digest = digest_contract(pipeline) or ""
+    whole = lineage_of(dataset.digest, spec_digest, contract_digest)
+    plan = split_segments(pipeline, dataset.frame)
+    existing = find_segment_versions(name)
+    router_version, previous = current_routes(name)
+
+    outcomes: list[SegmentOutcome] = []
+    pending = []
+    for job in plan.jobs:
+        lineage = lineage_of(job.digest, spec_digest, contract_digest)
+        versions = existing.get(job.model, [])
+        found = reusable_version(versions, lineage.key, allow_promotion)
+        if found is not None:
+            outcomes.append(_unchanged(pipeline, job, found, previous))
+        else:
+            pending.append((job, lineage))
+    logger.info("%s: %d models to train, %d unchanged", name, len(pending), len(outcomes))
+    if pending:
+        flow_run_id = str(flow_run.id or "")
+        with segment_task_runner() as runner:
+            futures = [
+                runner.submit(
+                    train_segment,
+                    parameters={
+                        "spec": pipeline,
+                        "job": job,
+                        "lineage": lineage,
+                        "allow_promotion": allow_promotion,
+                        "flow_run_id": flow_run_id,
+                    },
+                )
+                for job, lineage in pending
+            ]
+            outcomes += [future.result() for future in futures]
+
+    time_column = pipeline.data.split.time_column
+    features = [str(c) for c in feature_frame(pipeline, dataset.frame).columns if c != time_column]
+    fallback_outcome = next(o for o in outcomes if o.key is None)
+    classes: list[Any] = []
+    if pipeline.task != "regression":
+        classes = sorted(dataset.frame[target].dropna().unique().tolist(), key=str)
+    routes, stale = _routes(pipeline, outcomes, previous, features, classes)
+    kinds = ("promoted", "kept", "rejected", "unchanged", "failed")
+    counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in kinds}
+    reason = (
+        f"{len(outcomes) - 1} segment models and the all-rows model: "
+        + ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
+        + (f"; {len(plan.small)} small segment(s) served by the all-rows model" if plan.small else "")
+        + (f"; stale (gone from the data, still serving): {', '.join(stale)}" if stale else "")
+    )
+    table = _summary_markdown(name, outcomes, plan.small, stale)
+    create_markdown_artifact(table, key=artifact_key("training", name), description=reason[:500])
+    if routes is None:
+        raise GateNotMet(f"{name}: the all-rows model has no champion ({fallback_outcome.reason}); nothing can serve")
+    outcome = "kept"
+    if not _same_routes(routes, previous):
+        profile_from = (fallback_outcome.model, str(routes["fallback"]["version"]))
+        decided = publish_router(pipeline, routes, profile_from, whole, reason)
+        router_version = decided.split()[0].lstrip("v")
+        outcome = "promoted"
+    failed = [o for o in outcomes if o.outcome == "failed"]
+    if failed:
+        listed = "; ".join(f"{o.label}: {o.reason}" for o in failed[:5])
+        raise DataError(f"{name}: {len(failed)} segment model(s) failed ({listed}); the others are served")
+    registry.set_model_tag(name, SEGMENTS_LINEAGE, whole.key)
+    if not pending:
+        outcome = "unchanged"
+    return TrainingResult(
+        model=name,
+        version=router_version,
+        outcome=outcome,
+        reason=reason,
+        metric=pipeline.primary_metric,
+        value=fallback_outcome.value,
+        champion=router_version,
+        reused=not pending,
+    )
