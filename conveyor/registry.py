@@ -233,31 +233,48 @@ def package_model(
     input_example: Any,
     output_example: Any,
     pip_requirements: list[str],
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
 ) -> PackagedModel:
-    """Log the sklearn pipeline with signature, example and pinned requirements, as skops."""
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
+    """Log the sklearn pipeline as an MLflow model (skops, signature, example, pinned requirements)
+    and `extra_files` as run artifacts, each folder uploaded once. One skops dump; its types
+    checked against the allowlist and the digest taken from the local folder before upload."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model, infer_signature
 
-    client()
-    # The types our own fitted model holds; loading re-checks the file against a fixed allowlist.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    mlflow_client = client()
+    model_bytes, trusted = artifacts.skops_dump(model)
     refused = artifacts.disallowed_types(trusted)
     if refused:
         raise RegistryError(f"the fitted model holds types outside the allowed packages: {', '.join(refused)}")
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(input_example, output_example),
-            input_example=input_example,
-            pip_requirements=pip_requirements,
-            skops_trusted_types=trusted,
-        )
-        for artifact_file, text in (extra_files or {}).items():
-            mlflow.log_text(text, artifact_file)
-    return PackagedModel(info.model_uri, info.model_id, model_artifact_digest(info.model_uri))
+    signature = infer_signature(input_example, output_example)
+    run = mlflow_client.get_run(run_id)
+    logged = mlflow_client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder, "model")
+            mlflow_model = Model(
+                artifact_path=logged.artifact_location,
+                model_uuid=logged.model_id,
+                run_id=run_id,
+                model_id=logged.model_id,
+            )
+            digest = artifacts.write_model_folder(
+                local, model_bytes, trusted, mlflow_model, input_example, signature, tuple(pip_requirements)
+            )
+            mlflow_client.log_model_artifacts(logged.model_id, str(local))
+            mlflow_client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+            if extra_files:
+                run_files = Path(folder, "run")
+                for name, content in extra_files.items():
+                    target = run_files / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+                mlflow_client.log_artifacts(run_id, str(run_files))
+    except BaseException:
+        mlflow_client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    mlflow_client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return PackagedModel(f"models:/{logged.model_id}", logged.model_id, digest)
 
 
 def model_artifact_digest(model_uri: str) -> str:

@@ -50,13 +50,12 @@ def package_model(
     example = X_example.head(5)
     output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
     roles = infer_columns(X_example)
-    extra = {
+    extra: dict[str, str | bytes] = {
         "model_card.md": card,
         "conveyor/spec.json": spec.model_dump_json(indent=2),
         "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
         "conveyor/profile.json": json.dumps(profile),
+        # The training rows' hashes: a later run leaves them out when it scores this model as champion.
+        "conveyor/train_rows.npy": train_rows,
     }
-    packaged = registry.package_model(run_id, model, example, output, list(pinned_requirements()), extra_files=extra)
-    # The training rows' hashes: a later run leaves them out when it scores this model as champion.
-    registry.log_bytes(run_id, {"train_rows.npy": train_rows}, "conveyor")
-    return packaged
+    return registry.package_model(run_id, model, example, output, list(pinned_requirements()), extra_files=extra)
