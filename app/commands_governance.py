@@ -48,19 +48,29 @@ def _answer(name: str, version: str, decision: str, approver: str, comment: str)
         return approvals.answer(spec, version, given).message
     # Check here what the flow would refuse, so the person gets the refusal, not a silent re-pause.
     approvals.check_answer(spec, version, given)
+    from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
-    started = time.time()
     resume_flow_run(paused.id, run_input={"decision": decision, "approver": approver, "comment": comment})
-    deadline = started + 120
+
+    def settled() -> str | None:
+        tags = registry.get_version(spec.name, version).tags
+        if tags.get("conveyor.decision") != approvals.PENDING:
+            return f"{spec.name} v{version}: {tags.get('conveyor.decision')} (answered flow run {paused.id})"
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(paused.id).state
+        if state is not None and state.is_paused() and approver in tags.get(approvals.APPROVED_BY, "").split(","):
+            return f"{spec.name} v{version}: approved by {approver}; flow run {paused.id} waits for more approvers"
+        if state is not None and state.is_final():
+            return f"{spec.name} v{version}: flow run {paused.id} ended {state.name}: {state.message or ''}"
+        return None
+
+    deadline = time.time() + 120
     while time.time() < deadline:
-        for entry in registry.audit_trail(spec.name, limit=20):
-            recent = int(entry["time"]) / 1000 >= started - 1
-            if recent and str(entry.get("version")) == version and entry.get("actor") == approver:
-                tags = registry.get_version(spec.name, version).tags
-                return f"{spec.name} v{version}: {tags.get('conveyor.decision')} (answered flow run {paused.id})"
+        if (line := settled()) is not None:
+            return line
         time.sleep(1)
-    return f"{spec.name} v{version}: answer sent to waiting flow run {paused.id}; see `conveyor history {spec.name}`"
+    return f"{spec.name} v{version}: answer sent to flow run {paused.id}; see `conveyor history {spec.name}`"
 
 
 def approve(

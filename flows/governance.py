@@ -135,12 +135,14 @@ def publish_history(name: str) -> None:
 
 
 @flow(name="rollback", log_prints=False)
-def rollback_flow(model: str, approver: str, reason: str, to_version: str | None = None, force: bool = False) -> object:
+def rollback_flow(
+    model: str, requested_by: str, reason: str, to_version: str | None = None, force: bool = False
+) -> object:
     """Move a model's champion back to the previous champion (or `to_version`), audited.
 
     Args:
         model: the model (its spec's name)
-        approver: who rolls back (declared, not authenticated)
+        requested_by: who rolls back (declared, not authenticated)
         reason: why; goes to the audit trail
         to_version: this version instead of the previous champion
         force: allow a version that never passed its gates (audited as forced)
@@ -148,7 +150,7 @@ def rollback_flow(model: str, approver: str, reason: str, to_version: str | None
     logger = get_run_logger()
     try:
         find_spec(model)
-        done = rollback(model, approver, reason, to_version, force)
+        done = rollback(model, requested_by, reason, to_version, force)
     except ConveyorError as exc:
         logger.error("%s", exc, extra={"conveyor_expected": True})
         return Failed(message=str(exc)[:2000], data=exc)

@@ -10,9 +10,9 @@ from conveyor.errors import RegistryError
 from tasks.lineage import DECISION
 from tasks.registry import PREVIOUS
 
-# Decisions of a version that passed its gates (pending and kept ones did, and so did a version a
-# person refused or let time out: the gates passed, a person said no).
-PASSED = ("promoted", "kept", "pending")
+# Decisions of a version that passed its gates and, where the risk tier asks, its sign-off
+# (a pending, rejected or timed-out version did not: making it champion needs --force).
+PASSED = ("promoted", "kept")
 
 
 class RollbackRefused(RegistryError):
@@ -43,8 +43,7 @@ def previous_champion(name: str, current: str) -> str | None:
 
 
 def passed_gates(tags: dict[str, str]) -> bool:
-    decision = tags.get(DECISION)
-    return decision in PASSED or tags.get("conveyor.approval") in ("rejected", "timed-out")
+    return tags.get(DECISION) in PASSED
 
 
 def rollback(name: str, actor: str, reason: str, to: str | None = None, force: bool = False) -> RolledBack:
@@ -67,7 +66,7 @@ def rollback(name: str, actor: str, reason: str, to: str | None = None, force: b
         passed = passed_gates(target.tags)
         if not passed and not force:
             raise RollbackRefused(
-                f"{name} v{to} never passed its gates (decision: {target.tags.get(DECISION, 'none')}: "
+                f"{name} v{to} never passed its gates and sign-off (decision: {target.tags.get(DECISION, 'none')}: "
                 f"{target.tags.get('conveyor.decision_reason', '')[:200]}); add --force to make it champion anyway"
             )
         forced = "" if passed else " (forced: this version never passed its gates)"

@@ -18,7 +18,7 @@ from app.stack.state import read_state
 
 TRAINING_DEPLOYMENT = "training"
 # Deployments of prefect.yaml whose `model` parameter is a model's name: their forms offer a choice.
-MODEL_DEPLOYMENTS = ("scoring", "feedback", "monitoring")
+MODEL_DEPLOYMENTS = ("scoring", "feedback", "monitoring", "rollback")
 SPEC_TAG = "conveyor:spec"  # marks deployments generated from pipelines/*.yaml
 TRIGGER_TITLE = "trigger (set by automations)"
 

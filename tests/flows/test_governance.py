@@ -15,6 +15,7 @@ from app.cli import app
 from conveyor import audit, registry
 from conveyor.errors import RegistryError
 from conveyor.spec import find_spec
+from flows.governance import rollback_flow
 from flows.scoring import scoring_flow
 from flows.training import training_flow
 from tasks import approvals
@@ -193,6 +194,15 @@ def test_rollback_moves_the_champion_back_scoring_follows_and_history_lists_it_a
         filter_string="tags.`conveyor.history_of` = 'churn'",
     )
     assert len(table) == 1  # one history table per model in the MLflow UI
+
+
+def test_the_rollback_deployment_refuses_a_version_still_waiting_for_sign_off(pending: Path) -> None:
+    state = rollback_flow(model="churn", requested_by="bo", reason="skip the queue", to_version="2", return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("churn v2 never passed its gates and sign-off (decision: pending")
+    assert champion() == "1" and decision("2") == "pending"
+    done = rollback_flow(model="churn", requested_by="bo", reason="drill", to_version="2", force=True)
+    assert done["champion"] == "2" and champion() == "2"
 
 
 def test_a_version_that_never_passed_its_gates_needs_force(pending: Path) -> None:
