@@ -21,11 +21,12 @@ from conveyor.settings import user_path
 from conveyor.spec import PipelineSpec, find_spec
 from flows.governance import wait_for_approval
 from tasks.approvals import require_approval
-from tasks.card import model_card
+from tasks.card import log_model_card, model_card
 from tasks.comparison import compare_with_champion, hashes_bytes, load_champion_rows, row_hashes
 from tasks.contracts import validate_data
 from tasks.data import Dataset, infer_task, load_data, split_data
 from tasks.evaluation import compute_metrics, evaluate_model
+from tasks.fairness import evaluate_fairness, fairness_gate, holdout_groups, log_fairness
 from tasks.lineage import digest_contract, digest_data, find_existing_version, is_final
 from tasks.packaging import build_reference_profile, package_model
 from tasks.registry import Registered, load_champion, promote_model, recover_interrupted, register_model
@@ -145,12 +146,14 @@ def _train_in_run(
     name, task_type = pipeline.name, pipeline.task
     assert task_type is not None  # settled by for_task() before the run started
     split = split_data(pipeline, dataset.frame)
+    sensitive = holdout_groups(pipeline, dataset.frame, split.X_test.index)  # kept even when not features
     log_training_inputs(run_id, pipeline, lineage, dataset, report, split)
     if adopted is None:
         model, best_params = train_model(pipeline, split.X_train, split.y_train)
     else:  # a version registered by an interrupted run: finish its job with the model it logged
         model, best_params = load_adopted_model(name, str(adopted.version)), {}
     evaluation = evaluate_model(task_type, model, split.X_test, split.y_test, pipeline.data.split.seed)
+    fairness = evaluate_fairness(task_type, model, split.X_test, split.y_test, sensitive)
     compared_with, champion_model = load_champion(name)
     comparison = compare_with_champion(
         task_type,
@@ -163,11 +166,13 @@ def _train_in_run(
     )
     champion_metrics = comparison.champion
     log_evaluation(run_id, evaluation, champion_metrics, best_params)
+    log_fairness(run_id, fairness)
     metric, floors, margin = pipeline.primary_metric, pipeline.evaluation.floors, pipeline.evaluation.margin
     plan = decide(metric, evaluation.metrics, None, floors, margin)  # floors: on the whole holdout
     if plan.outcome != "rejected" and champion_metrics is not None:
         against = decide(metric, comparison.candidate, champion_metrics, {}, margin)
         plan = Decision(against.outcome, against.reason + comparison.note())
+    plan = fairness_gate(plan, pipeline.governance.fairness, fairness)  # over the limit rejects, like a floor
 
     if adopted is not None:
         registered = Registered(str(adopted.version), adopted.run_id, f"models:/{name}/{adopted.version}")
@@ -181,7 +186,13 @@ def _train_in_run(
             champion_metrics,
             evaluation.importance,
             best_params,
+            validation=report.message(),
+            intervals=evaluation.intervals,
+            holdout_rows=len(split.X_test),
+            fairness=fairness,
+            decision=plan,
         )
+        log_model_card(run_id, card)
         train_rows = hashes_bytes(row_hashes(split.X_train, split.y_train))
         packaged = package_model(run_id, pipeline, model, split.X_test, card, profile, train_rows)
         tags = {
