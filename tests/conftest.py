@@ -1,11 +1,13 @@
 """Session fixtures shared by every tier: one Prefect harness, a throwaway MLflow store per test,
-and the PostgreSQL server the PostgreSQL-profile tests use when one answers."""
+one trained `churn` project that modules copy, and the PostgreSQL server the PostgreSQL-profile
+tests use when one answers."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +59,7 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the whole session (starting one costs seconds)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # a loaded 2-core machine needs more than 120 s
         yield
 
 
@@ -69,3 +71,27 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("CONVEYOR_ARTIFACT_ROOT", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def churn_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """`churn` on the default 400 rows trained once for the session (v1, champion), and what the run
+    returned. Never changed: a module copies it (`tests/factories.py:copy_project`) and works on the copy."""
+    from flows.training import training_flow
+    from tests.factories import classification_frame, project_home, write_csv, write_spec
+
+    with project_home(tmp_path_factory.mktemp("churn")) as root:
+        write_csv(root, "data/train.csv", classification_frame())
+        return root, training_flow(spec=str(write_spec(root, "churn", "../data/train.csv")))
+
+
+# A depth-1 tree: a champion that a default model beats on the same data.
+WEAK_MODEL = {"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}}
+
+
+@pytest.fixture(scope="session")
+def weak_churn_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`churn` on 600 rows trained once for the session with WEAK_MODEL (v1, champion); modules copy it."""
+    from tests.factories import trained_project
+
+    return trained_project(tmp_path_factory.mktemp("weak"), rows=600, model=WEAK_MODEL)

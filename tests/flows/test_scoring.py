@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,30 +13,23 @@ from typer.testing import CliRunner
 from conveyor import predictions, registry
 from conveyor.errors import DataError, RegistryError
 from flows.scoring import feedback_flow, scoring_flow
-from flows.training import training_flow
-from tests.factories import classification_frame, write_csv, write_spec
+from tests.factories import classification_frame, copy_project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One project with a `churn` champion (v1), shared by the module's tests (training is slow)."""
-    home = tmp_path_factory.mktemp("project")
-    (home / "pipelines").mkdir()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONVEYOR_HOME", str(home))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        patch.delenv("CONVEYOR_ARTIFACT_ROOT", raising=False)
-        write_csv(home, "data/train.csv", classification_frame())
-        training_flow(spec=str(write_spec(home, "churn", "../data/train.csv")))
-        yield home
+def trained(churn_template: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One copy of the session's trained `churn` (v1, champion), shared by the module's tests."""
+    return copy_project(churn_template[0], tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture
 def project(trained: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The trained project with a prediction log of this test's own."""
     monkeypatch.setenv("CONVEYOR_HOME", str(trained))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("CONVEYOR_ARTIFACT_ROOT", raising=False)
     monkeypatch.setenv(predictions.PREDICTION_LOG_ENV, str(trained / f"log-{uuid.uuid4().hex[:8]}"))
     monkeypatch.setenv(predictions.FEEDBACK_LOG_ENV, str(trained / f"feedback-{uuid.uuid4().hex[:8]}"))
     return trained

@@ -11,14 +11,15 @@ from typing import Any
 import pytest
 
 from flows.training import training_flow
-from tests.factories import copy_project, trained_project, write_spec
+from tests.factories import copy_project, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(scope="module")
-def trained_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_project(tmp_path_factory.mktemp("states"))
+def trained_template(churn_template: tuple[Path, dict]) -> Path:
+    """The session's trained `churn` (v1, champion): each test works on a copy."""
+    return churn_template[0]
 
 
 @pytest.fixture

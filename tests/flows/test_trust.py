@@ -11,14 +11,15 @@ import skops.io
 from conveyor import registry
 from conveyor.artifacts import files_digest
 from conveyor.errors import RegistryError
-from tests.factories import classification_frame, copy_project, trained_project
+from tests.factories import classification_frame, copy_project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture(scope="module")
-def trained_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_project(tmp_path_factory.mktemp("trust"))
+def trained_template(churn_template: tuple[Path, dict]) -> Path:
+    """The session's trained `churn` (v1, champion): each test works on a copy."""
+    return churn_template[0]
 
 
 @pytest.fixture
