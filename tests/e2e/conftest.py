@@ -5,6 +5,9 @@ module declares its own models in a function `stack_project(root)` that writes t
 data into the project: the fixture calls it for every selected module before `conveyor up`, so
 each model is deployed at start-up and each module works on models no other module touches. A
 test that stops the stack (the `down` test) leaves it down; the next user starts it again.
+
+A `conveyor` subprocess with no PREFECT_API_URL starts a temporary Prefect server of its own
+(5-10 s here); the tests that are not about that embedded mode pass `prefect_api_url` instead.
 """
 
 from __future__ import annotations
@@ -34,3 +37,11 @@ def session_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 def running_stack(session_stack: Stack) -> Stack:
     """The session's stack for one module, started again when an earlier module stopped it."""
     return session_stack if session_stack.running else start(session_stack)
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness: None) -> str:
+    """The session harness's Prefect API (already up for the flow tier), for CLI subprocesses."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())

@@ -56,10 +56,8 @@ def fresh(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def api_url(prefect_harness: None) -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return str(PREFECT_API_URL.value())
+def api_url(prefect_api_url: str) -> str:
+    return prefect_api_url
 
 
 def test_five_line_spec_trains_to_a_champion_with_no_setup(fresh: Path) -> None:
