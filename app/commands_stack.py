@@ -22,6 +22,8 @@ def up(
     say(f"Prefect UI: {state.prefect_ui_url}")
     say(f"MLflow UI:  {state.mlflow_url}{MLFLOW_CLASSIC_VIEW}")
     say(f"logs:       {config.logs_dir}")
+    if served := state.services.get("serving"):
+        say(f"Models:     {served.url}/models/<name>/invocations (GET {served.url}/models lists them)")
     if state.dask_address:
         say(f"Dask:       {state.dask_address}, dashboard {state.dask_dashboard_url}")
     if state.s3_endpoint_url:

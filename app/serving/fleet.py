@@ -334,12 +334,16 @@ class Fleet:
             self.refresh()
         except Exception as exc:
             log.warning("registry not reachable at start: %s", exc)
-        self._background.submit(self.preload)
-        self._poller = threading.Thread(target=self._poll, name="serve-poll", daemon=True)
-        self._poller.start()
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._background.submit(self.preload)
+            self._poller = threading.Thread(target=self._poll, name="serve-poll", daemon=True)
+            self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=self.poll_seconds + 5)
         self._background.shutdown(wait=True, cancel_futures=True)

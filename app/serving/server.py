@@ -128,7 +128,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         prediction_log.start()
-        await run_in_threadpool(fleet.start)
+        # Listen at once (/health answers, /ready says 503 until the champions are loaded).
+        threading.Thread(target=fleet.start, name="serve-start", daemon=True).start()
         try:
             yield
         finally:

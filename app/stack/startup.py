@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.stack import scaled
+from app.stack import scaled, serving
 from app.stack.auth import ensure_credentials
 from app.stack.config import HOST, POOL, StackConfig, StackError, without_password
 from app.stack.deploy import sync_spec_deployments
@@ -107,6 +107,7 @@ def _start(config: StackConfig, *, timeout: float, deploy: bool, echo: Callable[
     for env_name, port in (
         ("CONVEYOR_PREFECT_PORT", config.prefect_port),
         ("CONVEYOR_MLFLOW_PORT", config.mlflow_port),
+        ("CONVEYOR_SERVING_PORT", serving.port()),
     ):
         if not port_is_free(port):
             raise StackError(f"port {HOST}:{port} is in use; free it or set {env_name}")
@@ -204,6 +205,7 @@ class _Startup:
             self.start_service("mlflow-server", mlflow_env(config), config.mlflow_url)
         wanted = {"prefect-server", "mlflow-server", "worker"} | ({"spec-deployments"} if self.deploy else set())
         wanted |= self.start_scaled()
+        wanted.add(serving.SERVING)
         while not wanted <= self.done:
             self.step()
             self.check_alive()
@@ -231,7 +233,24 @@ class _Startup:
         mlflow_started = "mlflow-server" in self.state.services
         if mlflow_started and "mlflow-server" not in done and mlflow_healthy(config):
             self.mark("mlflow-server")
+        self.step_serving()
         self.step_scaled()
+
+    def step_serving(self) -> None:
+        """`conveyor serve` once MLflow answers; ready when its /health does (app/stack/serving.py)."""
+        services = self.state.services
+        if "mlflow-server" in self.done and serving.SERVING not in services:
+            port = serving.port()
+            service = spawn(serving.SERVING, serving.command(port), serving.env(self.config), self.config)
+            service.url, service.port = serving.url(port), port
+            services[serving.SERVING] = service
+            self.state.save(self.config.stack_file)
+        elif (
+            serving.SERVING in services
+            and serving.SERVING not in self.done
+            and serving.healthy(services[serving.SERVING].url)
+        ):
+            self.mark(serving.SERVING)
 
     def start_scaled(self) -> set[str]:
         """SeaweedFS and the Dask processes, when asked for; the steps that say they are ready."""
@@ -327,6 +346,7 @@ def status(config: StackConfig) -> tuple[StackState | None, list[ServiceStatus]]
         "prefect-server": (prefect_healthy, "API {url}"),
         "mlflow-server": (mlflow_healthy, "UI {url}"),
         "worker": (worker_online, f"pool {POOL}"),
+        serving.SERVING: (lambda _: serving.healthy(state.services[serving.SERVING].url), "models {url}"),
     }
     rows = []
 

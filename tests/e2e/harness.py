@@ -185,6 +185,7 @@ def new_stack(root: Path, database_url: str | None = None) -> Stack:
         CONVEYOR_HOME=str(root),
         CONVEYOR_PREFECT_PORT=str(stack.prefect_port),
         CONVEYOR_MLFLOW_PORT=str(stack.mlflow_port),
+        CONVEYOR_SERVING_PORT=str(free_port()),
         PREFECT_HOME=str(root / ".conveyor" / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         GX_ANALYTICS_ENABLED="false",
