@@ -3,7 +3,8 @@
 1. fixed overhead at 1k rows (conveyor minus plain), embedded Prefect and with a running server
 2. ratio at N rows x 20 columns (default 1M), same estimator
 3. cached rerun (unchanged data and spec) against the cold run
-4. package + register cost per model
+(package + register per model: benchmarks/bench_package.py; the embedded mode's fixed cost at
+200k rows, steady and first run: benchmarks/bench_embedded.py)
 Each figure is the median of --repeats runs, measured side by side in one process tree.
 Usage: benchmarks/bench_training.py [--large-rows 1000000] [--repeats 3] [--out benchmarks/results/training.json]
 """
@@ -159,54 +160,6 @@ class PrefectServer:
         self.log.close()
 
 
-def package_register_cost(repeats: int) -> dict[str, float]:
-    """Per-model cost of Conveyor's package + register against bare log_model + create_model_version."""
-    home = WORK / "package"
-    shutil.rmtree(home, ignore_errors=True)
-    (home / "pipelines").mkdir(parents=True)
-    os.environ["CONVEYOR_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
-
-    from conveyor import registry
-    from conveyor.lineage import pinned_requirements
-    from conveyor.spec import parse_spec
-    from tasks.training import fit_pipeline
-
-    frame = make_frame(1000)
-    spec = parse_spec({"name": "pkg", "data": {"path": "x", "target": "label"}}).for_task("binary")
-    X, y = frame.drop(columns="label"), frame["label"]
-    model, _ = fit_pipeline(spec, X, y)
-    example, output = X.head(5), model.predict_proba(X.head(5))
-    requirements = list(pinned_requirements())
-    experiment = registry.ensure_experiment("pkg")
-    registry.client().create_registered_model("pkg-bare")
-    ours, bare = [], []
-    for i in range(repeats + 1):  # the first round warms imports and the store
-        run_id = registry.start_run("pkg", f"r{i}", {})
-        start = time.perf_counter()
-        packaged = registry.package_model(run_id, model, example, output, requirements, {"model_card.md": "# card"})
-        registry.register_version("pkg", packaged.model_uri, run_id, {"k": "v"})
-        ours.append(time.perf_counter() - start)
-        run = registry.client().create_run(experiment)
-        start = time.perf_counter()
-        with mlflow.start_run(run_id=run.info.run_id):
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=infer_signature(example, output),
-                input_example=example,
-                pip_requirements=requirements,
-                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-            )
-        registry.client().create_model_version("pkg-bare", info.model_uri, run_id=run.info.run_id)
-        bare.append(time.perf_counter() - start)
-    return {"conveyor_s": statistics.median(ours[1:]), "bare_mlflow_s": statistics.median(bare[1:])}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small-rows", type=int, default=1000)
@@ -236,7 +189,6 @@ def main() -> None:
             runs["large_server"].append(cold)
             runs["large_rerun"].append(warm or 0.0)
     median = {key: statistics.median(values) for key, values in runs.items()}
-    package = package_register_cost(max(5, args.repeats))
 
     overhead_embedded = median["small_embedded"] - median["small_plain"]
     overhead_server = median["small_server"] - median["small_plain"]
@@ -261,11 +213,6 @@ def main() -> None:
         },
         f"ratio_at_{args.large_rows}_rows": {"value": round(ratio, 3), "goal": "<= 1.05", "met": ratio <= 1.05},
         "cached_rerun_over_cold": {"value": round(cached, 3), "goal": "<= 0.2", "met": cached <= 0.2},
-        "package_register_s_per_model": {
-            "value": round(package["conveyor_s"], 3),
-            "goal": "< 0.2",
-            "met": package["conveyor_s"] < 0.2,
-        },
     }
     result = {
         "benchmark": "training",
@@ -274,7 +221,6 @@ def main() -> None:
         "rows": {"small": args.small_rows, "large": args.large_rows, "columns": 20},
         "median_seconds": {k: round(v, 3) for k, v in median.items()},
         "all_seconds": {k: [round(x, 3) for x in v] for k, v in runs.items()},
-        "package_register": {k: round(v, 4) for k, v in package.items()},
         "goals": goals,
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
     }

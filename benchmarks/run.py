@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("training", "validation", "scoring", "monitoring", "stack", "categories", "specs")
+BENCHMARKS = ("training", "package", "embedded", "validation", "scoring", "monitoring", "stack", "categories", "specs")
 
 
 def table() -> str:
