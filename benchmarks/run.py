@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("training", "package", "embedded", "validation", "scoring", "monitoring", "stack", "categories", "specs")
+BENCHMARKS = (
+    "training", "package", "embedded", "validation", "scoring", "monitoring", "stack", "categories", "specs", "serving",
+)  # fmt: skip
 
 
 def table() -> str:
