@@ -49,7 +49,7 @@ def one_run() -> dict[str, float]:
             memory = rss_bytes(process_tree(service.pid))
         finally:
             stopping = time.monotonic()
-            left = terminate([service], timeout=scaled.SEAWEEDFS_STOP_GRACE)
+            left = terminate([service], timeout=scaled.SEAWEEDFS_STOP_GRACE, expect_kill=True)
             stopped = time.monotonic() - stopping
         if left:
             raise SystemExit("SeaweedFS survived SIGKILL")

@@ -118,8 +118,11 @@ def log_tail(path: str | Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
-def terminate(services: Iterable[Service], timeout: float) -> list[str]:
-    """SIGTERM every live recorded tree, wait, then SIGKILL what is left; return survivors."""
+def terminate(services: Iterable[Service], timeout: float, *, expect_kill: bool = False) -> list[str]:
+    """SIGTERM every live recorded tree, wait, then SIGKILL what is left; return survivors.
+
+    `expect_kill`: the services are known to outlast a short grace (SeaweedFS), so SIGKILL is
+    the plan, not news: it is logged at debug level, not as a warning."""
     targets: dict[int, tuple[psutil.Process, str]] = {}
     for service in services:
         if not is_alive(service):
@@ -135,7 +138,8 @@ def terminate(services: Iterable[Service], timeout: float) -> list[str]:
             process.terminate()
     alive = _still_running(processes, timeout)
     for process in alive:
-        log.warning("pid %d (%s) ignored SIGTERM; sending SIGKILL", process.pid, targets[process.pid][1])
+        level = logging.DEBUG if expect_kill else logging.WARNING
+        log.log(level, "pid %d (%s) ignored SIGTERM; sending SIGKILL", process.pid, targets[process.pid][1])
         with contextlib.suppress(psutil.Error):
             process.kill()
     alive = _still_running(alive, 5)

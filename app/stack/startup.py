@@ -323,7 +323,7 @@ def down(config: StackConfig, *, timeout: float = 20) -> list[str]:
         # The S3 store last: the servers and Dask workers may still be writing to it.
         store = [svc for svc in state.services.values() if svc.name == scaled.SEAWEEDFS]
         survivors = terminate([svc for svc in state.services.values() if svc not in store], timeout=timeout)
-        survivors += terminate(store, timeout=min(timeout, scaled.SEAWEEDFS_STOP_GRACE))
+        survivors += terminate(store, timeout=min(timeout, scaled.SEAWEEDFS_STOP_GRACE), expect_kill=True)
         if survivors:
             raise StackError(f"could not stop {', '.join(survivors)} even with SIGKILL")
         ports = [svc.port for svc in state.services.values() if svc.port]

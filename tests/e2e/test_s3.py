@@ -153,6 +153,15 @@ def test_a_model_trained_on_s3_data_keeps_its_artifacts_in_the_bucket_and_scores
     # The digest is that of the objects' bytes, as for local files.
     digests = {key: hashlib.sha256(body).hexdigest() for key, body in zip(DATA_KEYS, parts, strict=True)}
     assert champion.tags["conveyor.data_digest"] == combined_digest(digests)
+    # A Dask worker of the stack runs the project's code against the same objects (its environment
+    # holds the S3 settings and the project on PYTHONPATH), as a fan-out's tasks do.
+    from distributed import Client
+
+    from tasks.data import data_digest
+
+    with Client(stack.state()["dask_address"], timeout=60) as dask:
+        on_worker = dask.submit(data_digest, f"s3://{BUCKET}/data/{MODEL}/*.csv", pure=False).result(timeout=300)
+    assert on_worker == champion.tags["conveyor.data_digest"]
     run = client.get_run(champion.run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     stored = keys(stack, "mlflow-artifacts/")
