@@ -11,6 +11,7 @@ Load: wrk (Debian's `wrk`, one thread, C connections, keep-alive), each cell aft
 Then, under load from an async httpx client (concurrency 8), `champion` is moved 10 times between
 v1 and v2 (v2 is the same logged model registered again): the time from each alias move to the
 first response from the new version, and every failed request.
+The goals are reported inconclusive (met: null) when the load average exceeds 1.5 per core.
 Usage: benchmarks/bench_serving.py [--seconds 30] [--workers 1] [--switches 10]
        [--out benchmarks/results/serving.json]
 """
@@ -40,6 +41,8 @@ MODEL = "bench"
 SPEC = "name: bench\ndata:\n  path: ../train.csv\n  target: label\ncontract:\n  range_tolerance: 1.0\n"
 ROUTES = {"conveyor": f"/models/{MODEL}/invocations", "mlflow": "/invocations", "limit": "/invocations"}
 HEALTH = {"conveyor": "/ready", "mlflow": "/health", "limit": "/health"}
+# Above this load average per core the goals are reported inconclusive (met: null), not missed.
+BUSY_LOAD = 1.5
 
 
 def free_port() -> int:
@@ -280,6 +283,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install -y wrk)")
     WORK.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
     prepare_project()
     payloads = bodies()
     workers = args.workers
@@ -306,9 +310,16 @@ def main() -> None:
         "met": switch["max_seconds"] is not None and switch["max_seconds"] < 5,
     }
     goals["failed_requests_over_switches"] = {"value": switch["failed"], "goal": 0, "met": switch["failed"] == 0}
+    load = max(load_before, os.getloadavg()[0])
+    busy = load > BUSY_LOAD * (os.cpu_count() or 1)
+    if busy:  # other work held the cores: ratios and times say more about the scheduler than the servers
+        for name, goal in goals.items():
+            if name != "failed_requests_over_switches":
+                goal["met"] = None
     result = {
         "benchmark": "serving",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1min": os.getloadavg()[0]},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1min": round(load, 1)},
+        "inconclusive": f"load average {load:.0f} on {os.cpu_count()} cores" if busy else None,
         "seconds_per_cell": args.seconds,
         "workers": workers,
         "load_generator": "wrk 4.1 (-t1, keep-alive)",
