@@ -112,7 +112,11 @@ def _routes(
     present = {o.key for o in outcomes}
     stale = []
     for key, route in (previous or {}).get("segments", {}).items():
-        if key not in present and key not in segments:
+        if key in segments:
+            continue
+        if key in present:  # trained this time without a champion (its run failed): keeps serving
+            segments[key] = route
+        else:
             segments[key] = {**route, "stale": True}
             stale.append(str(route["label"]))
     entry = route_entry(fallback.model, fallback.champion, fallback.champion_digest, fallback.label)

@@ -24,7 +24,7 @@ from conveyor.errors import DataError
 from conveyor.spec import PipelineSpec
 from tasks.scoring.arrow_io import OutputWriter, ScoringInput, read_ahead, read_chunks
 from tasks.scoring.contract import ChunkChecks
-from tasks.scoring.model import MODEL_VERSION, PREDICTION, ROW, SCORED_AT, ServingModel
+from tasks.scoring.model import MODEL_VERSION, PREDICTION, ROW, SCORED_AT, SERVED_BY, ServingModel
 
 DEFAULT_CHUNK_ROWS = 250_000
 _PENDING_WRITES = 2
@@ -37,13 +37,14 @@ def predict_chunk(model: ServingModel, frame: Any) -> dict[str, pa.Array]:
     A classifier's prediction is the class of highest probability (what `predict` returns),
     taken from the same `predict_proba` pass instead of a second one.
     """
+    served = {SERVED_BY: pa.array(model.model.served_by(frame), pa.string())} if model.segmented else {}
     if not model.classes:
-        return {PREDICTION: pa.array(np.asarray(model.model.predict(frame), dtype="float64"))}
+        return {PREDICTION: pa.array(np.asarray(model.model.predict(frame), dtype="float64")), **served}
     proba = np.asarray(model.model.predict_proba(frame), dtype="float64")
     outputs = {PREDICTION: pa.array(list(model.classes)).take(pa.array(proba.argmax(axis=1)))}
     for index, label in enumerate(model.classes):
         outputs[f"proba_{label}"] = pa.array(np.ascontiguousarray(proba[:, index]))
-    return outputs
+    return outputs | served
 
 
 def score_chunk(

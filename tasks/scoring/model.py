@@ -14,6 +14,7 @@ ROW = "row"  # the id column when the spec names none: the row's position in the
 MODEL_VERSION = "model_version"
 PREDICTION = predictions.PREDICTION
 SCORED_AT = predictions.SCORED_AT
+SERVED_BY = "served_by"  # segmented models: the segment model version that scored the row
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,13 @@ class ServingModel:
     categorical: tuple[str, ...]
     classes: tuple[Any, ...]
     model: Any = field(repr=False, compare=False)
+    segmented: bool = False  # a router over segment models: each row also says which model served it
 
     @property
     def output_columns(self) -> tuple[str, ...]:
         probabilities = tuple(f"proba_{c}" for c in self.classes)
-        return (PREDICTION, *probabilities, MODEL_VERSION, SCORED_AT)
+        served = (SERVED_BY,) if self.segmented else ()
+        return (PREDICTION, *probabilities, *served, MODEL_VERSION, SCORED_AT)
 
 
 def _columns_artifact(run_id: str) -> dict[str, list[str]]:
@@ -64,6 +67,8 @@ def load_serving_model(name: str, version: str | None = None) -> ServingModel:
     else:
         found = registry.get_version(name, version)
     resolved = str(found.version)
+    if found.tags.get("conveyor.kind") == "segment-router":
+        return _segment_router(name, resolved, alias)
     model = registry.load_model(name, resolved)
     classifier = is_classifier(model)
     task_type = found.tags.get("conveyor.task") or ("binary" if classifier else "regression")
@@ -80,4 +85,22 @@ def load_serving_model(name: str, version: str | None = None) -> ServingModel:
         categorical=tuple(roles.get("categorical", ())),
         classes=tuple(model.classes_) if classifier else (),
         model=model,
+    )
+
+
+def _segment_router(name: str, version: str, alias: str | None) -> ServingModel:
+    """A segmented model's router version: rows routed to the segment champions it pins."""
+    from tasks.segments import SegmentRouter, load_routes
+
+    router = SegmentRouter(load_routes(name, version))
+    return ServingModel(
+        name=name,
+        version=version,
+        alias=alias,
+        task=router.task,
+        features=tuple(str(c) for c in router.feature_names_in_),
+        categorical=tuple(_columns_artifact(registry.get_version(name, version).run_id).get("categorical", ())),
+        classes=tuple(router.classes_.tolist()),
+        model=router,
+        segmented=True,
     )
