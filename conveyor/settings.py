@@ -25,10 +25,30 @@ def state_dir() -> Path:
 
 
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI`, else a SQLite store at `.conveyor/mlflow.db` (four slashes: absolute)."""
+    """`MLFLOW_TRACKING_URI`; else the MLflow server of the project's running stack (`make up`), so
+    the CLI reads the artifacts it serves (`mlflow-artifacts:/`); else a SQLite store at
+    `.conveyor/mlflow.db` (four slashes: absolute)."""
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
-    return f"sqlite:///{state_dir() / 'mlflow.db'}"
+    return running_stack_mlflow() or f"sqlite:///{state_dir() / 'mlflow.db'}"
+
+
+def running_stack_mlflow() -> str | None:
+    """The MLflow server `conveyor up` started for this project, when its process is alive and the
+    stack is not the hardened profile (whose credentials a shell takes from `.conveyor/auth.env`)."""
+    import json
+
+    import psutil
+
+    path = project_root() / ".conveyor" / "stack.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        service = state["services"]["mlflow-server"]
+        alive = abs(psutil.Process(int(service["pid"])).create_time() - float(service["create_time"])) < 0.01
+    except (OSError, ValueError, TypeError, KeyError, psutil.Error):
+        return None
+    url = state.get("mlflow_url")
+    return url if alive and isinstance(url, str) and not state.get("auth") else None
 
 
 def artifact_root() -> str:
