@@ -16,7 +16,7 @@ from flows.training import training_flow
 from flows.watch import watch_flow
 from tasks.drift.steps import NO_ID_COLUMN, NO_LABELS
 from tests.conftest import REPO
-from tests.factories import classification_frame, write_csv, write_spec
+from tests.factories import classification_frame, copy_project, trained_project, write_csv, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -31,12 +31,17 @@ def drifted(rows: int, seed: int):
     return frame
 
 
+@pytest.fixture(scope="module")
+def champion_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`churn` (800 rows, retrains on drift) trained once for the module: v1, champion."""
+    return trained_project(tmp_path_factory.mktemp("loop"), rows=800, monitoring={"retrain_on": ["drift"]})
+
+
 @pytest.fixture
-def champion(project: Path) -> Path:
-    write_csv(project, "data/train.csv", classification_frame(rows=800, seed=0))
-    spec = write_spec(project, "churn", "../data/train.csv", monitoring={"retrain_on": ["drift"]})
-    assert training_flow(spec=str(spec))["outcome"] == "promoted"
-    return spec
+def champion(project: Path, champion_template: Path) -> Path:
+    """This test's own copy of the trained project; the spec of its champion."""
+    copy_project(champion_template, project)
+    return project / "pipelines" / "churn.yaml"
 
 
 def score(project: Path, frame, name: str, model: str = "churn") -> Path:
