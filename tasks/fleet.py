@@ -4,6 +4,7 @@ trained in a many-spec run."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -227,8 +228,13 @@ def render_text(rows: list[FleetRow], width: int = 60) -> list[str]:
     return lines
 
 
+def _short_paths(text: str) -> str:
+    """A file's name without its folders (URLs kept), so a reason fits a cell."""
+    return re.sub(r"(?<![\w:/])/(?:[^/\s]+/)+", "", " ".join(text.split()))
+
+
 def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = _short_paths(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -243,6 +249,7 @@ def render_html(rows: list[FleetRow], generated: str) -> str:
     cells = table_rows(rows)
     for cell, row in zip(cells, rows, strict=True):
         cell["level"] = _level(row)
+        cell["error"], cell["why"] = _short_paths(cell["error"]), _short_paths(cell["why"])
     return env.get_template("fleet.html").render(rows=cells, needs=needs, total=len(rows), generated=generated)
 
 
