@@ -12,7 +12,7 @@ import pytest
 from conveyor import registry
 from conveyor.errors import GateNotMet
 from flows.training import training_flow
-from tests.factories import classification_frame, copy_project, project_home, write_csv, write_spec
+from tests.factories import classification_frame, copy_project, write_csv, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -20,19 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-@pytest.fixture(scope="module")
-def trained_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """One first training run of `churn` (v1, champion), made once for the module."""
-    with project_home(tmp_path_factory.mktemp("trained")) as root:
-        write_csv(root, "data/train.csv", classification_frame())
-        spec = write_spec(root, "churn", "../data/train.csv")
-        return root, training_flow(spec=str(spec))
-
-
 @pytest.fixture
-def trained(project: Path, trained_template: tuple[Path, dict]) -> dict:
-    """This test's own copy of the trained project, and what the first run returned."""
-    template, result = trained_template
+def trained(project: Path, churn_template: tuple[Path, dict]) -> dict:
+    """This test's own copy of the session's trained `churn` (v1, champion), and what its first run returned."""
+    template, result = churn_template
     copy_project(template, project)
     return dict(result)
 
@@ -121,15 +112,10 @@ def test_worse_model_is_kept_out(project: Path, trained: dict) -> None:
         assert second[f"conveyor.{changed}"] != first[f"conveyor.{changed}"], changed
 
 
-def test_better_model_replaces_the_champion(project: Path) -> None:
-    write_csv(project, "data/train.csv", classification_frame(rows=600))
-    weak = write_spec(
-        project,
-        "churn",
-        "../data/train.csv",
-        model={"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}},
-    )
-    assert training_flow(spec=str(weak))["outcome"] == "promoted"
+def test_better_model_replaces_the_champion(project: Path, weak_churn_template: Path) -> None:
+    copy_project(weak_churn_template, project)  # v1: a depth-1 tree on 600 rows, promoted
+    assert registry.get_version("churn", "1").tags["conveyor.decision"] == "promoted"
+    assert str(registry.alias_version("churn", "champion").version) == "1"
     strong = write_spec(project, "churn", "../data/train.csv", evaluation={"margin": 0.01})
     result = training_flow(spec=str(strong))
     assert result["outcome"] == "promoted", result["reason"]
