@@ -14,24 +14,29 @@ As = Annotated[str, typer.Option("--as", help="Your name as listed in governance
 
 
 def _paused_run(name: str, version: str) -> Any | None:
-    """The training flow run paused for this version's approval, on a Prefect server."""
+    """The `approval` flow run paused for this version's answer, on a Prefect server."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
 
-    from conveyor import registry
-    from flows.governance import on_server
+    from flows.governance import approval_tag, on_server
 
     if not on_server():
         return None
-    run_id = (
-        registry.client()
-        .get_run(registry.get_version(name, version).run_id)
-        .data.tags.get("conveyor.prefect_flow_run_id")
-    )
-    if not run_id:
-        return None
     with get_client(sync_client=True) as client:
-        found = client.read_flow_run(run_id)
-    return found if found.state is not None and found.state.is_paused() else None
+        found = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[approval_tag(name, version)]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+            ),
+            limit=1,
+        )
+    return found[0] if found else None
 
 
 def _answer(name: str, version: str, decision: str, approver: str, comment: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -74,13 +74,59 @@ Answer by {spec.governance.approval_timeout_hours:g} h after the request, or the
 """
 
 
+APPROVAL_DEPLOYMENT = "approval/approval"
+
+
+def approval_tag(name: str, version: str) -> str:
+    """The tag of the flow run that waits for people on this version (the CLI finds it by it)."""
+    return f"approval:{name}:v{version}"
+
+
 def wait_for_approval(spec: PipelineSpec, result: TrainingResult) -> TrainingResult:
-    """On a Prefect server, pause the training run (its model slot already released) until enough
-    people answer the form, a person rejects, or the request times out; then the final result."""
+    """On a Prefect server, start the `approval` run that waits for people on a pending version.
+
+    The wait is a run of its own, not a pause of this training run: a paused run gives up its
+    deployment's concurrency lease, which Prefect 3.9's engine then fails to renew and crashes the
+    run; and a training run (its worker process) should not be held for days."""
     if result.outcome != approvals.PENDING or result.version is None or result.reused or not on_server():
         return result
+    from prefect.deployments import run_deployment
+
+    waiting: Any = run_deployment(
+        APPROVAL_DEPLOYMENT,
+        parameters={"model": spec.name, "version": result.version},
+        timeout=0,
+        as_subflow=False,
+        tags=[f"model:{spec.name}", approval_tag(spec.name, result.version)],
+    )
+    where = links.prefect_flow_run_url(str(waiting.id)) or str(waiting.id)
+    return dataclasses.replace(result, reason=f"{result.reason}; or in the Prefect UI: Resume on {where}")
+
+
+@flow(name="approval", log_prints=False)
+def approval_flow(model: str, version: str) -> object:
+    """Wait for people on a pending version: a form under Resume, until enough approvers said yes,
+    one said no, or the request timed out; then the decision (promoted, kept or rejected).
+
+    Args:
+        model: the model (its spec's name)
+        version: the version waiting for approval
+    """
     logger = get_run_logger()
-    name, version = spec.name, result.version
+    try:
+        spec = find_spec(model)
+        outcome = _ask_until_decided(spec, version)
+    except ConveyorError as exc:
+        logger.error("%s", exc, extra={"conveyor_expected": True})
+        return Failed(message=str(exc)[:2000], data=exc)
+    publish_history(model)
+    logger.info("%s", outcome)
+    return Completed(message=outcome)
+
+
+def _ask_until_decided(spec: PipelineSpec, version: str) -> str:
+    logger = get_run_logger()
+    name = spec.name
     since = approvals.requested_at(name, version) or time.time()
     deadline = since + spec.governance.approval_timeout_hours * 3600
     asked = 0
@@ -89,14 +135,13 @@ def wait_for_approval(spec: PipelineSpec, result: TrainingResult) -> TrainingRes
         if remaining <= 0:
             approvals.expire_if_overdue(spec, version)
             break
-        approved = [who for who in registry.get_version(name, version).tags.get(approvals.APPROVED_BY, "").split(",")]
+        approved = registry.get_version(name, version).tags.get(approvals.APPROVED_BY, "").split(",")
         more = approvals.needed(spec) - len([who for who in approved if who])
         form = ApprovalForm.with_initial_data(description=approval_description(spec, version, more), decision="approve")
         asked += 1
         try:
-            given = pause_flow_run(
-                wait_for_input=form, timeout=max(1, int(remaining)), key=f"approval-v{version}-{asked}"
-            )
+            key = f"approval-v{version}-{asked}"
+            given = pause_flow_run(wait_for_input=form, timeout=max(1, int(remaining)), key=key)
         except FlowPauseTimeout:
             approvals.expire_if_overdue(spec, version, now=deadline)
             break
@@ -111,15 +156,8 @@ def wait_for_approval(spec: PipelineSpec, result: TrainingResult) -> TrainingRes
             logger.warning("%s", exc)
             continue
         logger.info("%s", outcome.message)
-    publish_history(name)
     tags = registry.get_version(name, version).tags
-    champion = registry.alias_version(name, registry.CHAMPION)
-    return dataclasses.replace(
-        result,
-        outcome=tags.get(DECISION, result.outcome),
-        reason=tags.get("conveyor.decision_reason", result.reason),
-        champion=None if champion is None else str(champion.version),
-    )
+    return f"{name} v{version} {tags.get(DECISION)}: {tags.get('conveyor.decision_reason', '')}"
 
 
 @task(name="publish_history", **IO_TASK)
