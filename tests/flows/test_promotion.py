@@ -13,26 +13,19 @@ from conveyor import registry
 from conveyor.decision import Decision
 from conveyor.spec import load_spec
 from flows.training import training_flow
-from tests.factories import copy_project, trained_project, write_spec
+from tests.factories import copy_project, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-WEAK = {"estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}}
 
 
 class SimulatedCrash(BaseException):
     """Raised from the apply's checkpoint: the process 'dies' there (nothing of ours catches it)."""
 
 
-@pytest.fixture(scope="module")
-def weak_champion(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`churn` v1: a depth-1 tree, champion; the data a stronger model will beat it on."""
-    return trained_project(tmp_path_factory.mktemp("weak"), rows=600, model=WEAK)
-
-
 @pytest.fixture
-def champion_v1(project: Path, weak_champion: Path) -> Path:
-    copy_project(weak_champion, project)
+def champion_v1(project: Path, weak_churn_template: Path) -> Path:
+    """A copy of the session's `churn` v1 (a depth-1 tree, champion); the data a stronger model will beat it on."""
+    copy_project(weak_churn_template, project)
     return write_spec(project, "churn", "../data/train.csv", evaluation={"margin": 0.01})
 
 
