@@ -124,11 +124,11 @@ def _fairness_section(spec: PipelineSpec, report: FairnessReport | None) -> str:
     )
     attributes, min_rows = ([], 0) if report is None else (report.attributes, report.min_rows)
     for item in attributes:
-        header = " | ".join(["group", "rows", *item.metrics])
+        header = " | ".join(["group", "rows", *item.metrics, "note"])
         rows = "\n".join(
             "| "
             + " | ".join([cell(g["group"]), str(g["rows"]), *(_num(g[m]) for m in item.metrics)])
-            + (" |" if g["group"] not in item.small else " | too few rows |")
+            + (" |  |" if g["group"] not in item.small else " | too few rows |")
             for g in item.groups
         )
         gaps = "\n".join(
@@ -142,7 +142,7 @@ def _fairness_section(spec: PipelineSpec, report: FairnessReport | None) -> str:
             else ""
         )
         parts.append(
-            f"### {cell(item.attribute)}\n\n| {header} |\n|{' --- |' * (len(item.metrics) + 2)}\n{rows}\n\n"
+            f"### {cell(item.attribute)}\n\n| {header} |\n|{' --- |' * (len(item.metrics) + 3)}\n{rows}\n\n"
             f"Disparities (largest gap between groups):\n\n{gaps}{small}"
         )
     return "\n\n".join(parts)
