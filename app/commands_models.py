@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -34,7 +35,13 @@ def train(
 
         data_path = None if data is None else user_path(data, Path.cwd())
         raise typer.Exit(train_specs(specs, data_path, not no_promote, parallel, dask or None))
+    from conveyor.orchestration import start_temporary_api
+
+    server_started = start_temporary_api()  # its start-up overlaps the work below
     from flows.training import training_flow
+
+    _open_local_store()
+    server_started()
 
     worst = 0
     for spec in specs:
@@ -62,6 +69,19 @@ def train(
             f"({result['metric']} {shown}; champion v{champion}). {result['reason']}"
         )
     raise typer.Exit(worst)
+
+
+def _open_local_store() -> None:
+    """Open the embedded SQLite MLflow store (imports, tables created on first use) now, while the
+    temporary Prefect server starts; every run reaches it. Errors are left to the flow to report."""
+    from conveyor import settings
+
+    if not settings.tracking_uri().startswith("sqlite:") or not settings.pipelines_dir().is_dir():
+        return  # a server's store, or not in a project (the flow says so; nothing is created here)
+    with contextlib.suppress(Exception):
+        from conveyor import registry
+
+        registry.client().search_experiments(max_results=1)
 
 
 def show(name: Annotated[str, typer.Argument(help="The model's name (its spec's name).")]) -> None:
