@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
@@ -117,6 +118,35 @@ def one_prefect_api() -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def start_temporary_api() -> Callable[[], None]:
+    """Begin starting the embedded mode's temporary Prefect server in a thread and return a wait.
+
+    The server's seconds of start-up (its own process: imports, database) then overlap this
+    process's imports; call the wait before the first flow run. It is Prefect's own per-process
+    server, which the flow finds running: PREFECT_API_URL stays unset, so the embedded mode keeps
+    its file locks. Nothing is started when PREFECT_API_URL names a server; a failed start is left
+    to the flow's own attempt, which reports it.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return lambda: None
+
+    from prefect.server.api.server import SubprocessASGIServer  # here: imports in two threads can deadlock
+
+    def start() -> None:
+        server = SubprocessASGIServer()
+        try:
+            server.start()
+        except Exception:  # stop what did not answer in time: the flow's own start begins afresh
+            with contextlib.suppress(Exception):
+                server.stop()
+
+    thread = threading.Thread(target=start, name="conveyor-prefect-start", daemon=True)
+    thread.start()
+    return thread.join
 
 
 def slot_timeout() -> float:
