@@ -14,7 +14,7 @@ from conveyor.links import run_link
 from conveyor.orchestration import run_tags
 from conveyor.report import markdown_summary
 from conveyor.spec import DEFAULT_METRIC, find_spec
-from tasks.drift.performance import degradation
+from tasks.drift.performance import degradation, performance_over_time
 from tasks.drift.steps import (
     NO_LABELS,
     announce_monitoring,
@@ -31,6 +31,7 @@ from tasks.drift.steps import (
     resolve_monitored,
 )
 from tasks.registry import check_champion_audit
+from tasks.segment_monitoring import monitor_segments, segments_markdown
 
 REPORT = "monitoring/report.html"
 
@@ -81,6 +82,17 @@ def monitoring_flow(model: str, since_hours: float | None = 24.0, window: str = 
         spec.name, champion.version, name, html, drift, performance, logged, str(flow_run.id or "")
     )
     summary = markdown_summary(spec.name, champion.version, drift, performance, champion.holdout, note)
+    metrics = live_metrics(champion.task, primary)
+    segments = monitor_segments(  # a segmented model: each segment model against its own profile
+        spec,
+        champion.version,
+        recent,
+        labels.joined,
+        lambda frame: performance_over_time(frame, champion.task, window=window, metrics=metrics),
+        primary,
+    )
+    if segments:
+        summary = f"{summary}\n## Segments\n\n{segments_markdown(segments)}\n"
     link = run_link(run.tracking_uri, run.experiment_id, run.run_id, REPORT)
     create_markdown_artifact(
         f"{summary}\nFull report: {link}\n",
@@ -100,4 +112,5 @@ def monitoring_flow(model: str, since_hours: float | None = 24.0, window: str = 
         "run_name": name,
         "figures": logged,
         "unaudited_champion": moved,
+        "segments": [health.as_dict() for health in segments],
     }
