@@ -103,6 +103,8 @@ def show(name: Annotated[str, typer.Argument(help="The model's name (its spec's 
             found = registry.alias_version(name, alias)
             if found is not None:
                 aliases.setdefault(str(found.version), []).append(alias)
+        if champion is not None and champion.tags.get("conveyor.kind") == "segment-router":
+            _show_segments(name, str(champion.version), champion.tags.get("conveyor.task", "binary"))
         say(f"{'version':>7}  {'decision':<9} {'aliases':<19} {'data':<12} reason")
         for version in versions:
             tags = version.tags
@@ -113,6 +115,31 @@ def show(name: Annotated[str, typer.Argument(help="The model's name (its spec's 
             )
 
     run_or_exit(body)
+
+
+def _show_segments(name: str, version: str, task: str) -> None:
+    """The segments a router version serves: champion version, metric, last decision, age."""
+    from conveyor.spec import DEFAULT_METRIC
+    from tasks.segments import load_routes, segment_table
+
+    routes = load_routes(name, version)
+    spec_metric = None
+    try:
+        from conveyor.spec import find_spec
+
+        spec_metric = find_spec(name).evaluation.metric
+    except ConveyorError:  # the spec is not here: the task's default metric
+        pass
+    rows = segment_table(name, routes, spec_metric or DEFAULT_METRIC[task])
+    say(f"segments: {len(routes['segments'])} (by {', '.join(routes['by'])}); others go to the all-rows model")
+    width = max(len(row["segment"]) for row in rows)
+    say(f"{'segment':<{width}}  {'champion':>8}  {'metric':<16} {'last decision':<15} {'age':>5}  note")
+    for row in rows:
+        say(
+            f"{row['segment']:<{width}}  {'v' + row['version']:>8}  {row['metric']:<16} {row['decision']:<15} "
+            f"{row['age']:>5}  {row['note']}"
+        )
+    say("")
 
 
 contract_app = typer.Typer(no_args_is_help=True, help="Draft and check data contracts.")

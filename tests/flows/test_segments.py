@@ -1,0 +1,188 @@
+"""Segment models from one spec, under the Prefect test harness, against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conveyor import registry, settings
+from flows.monitoring import monitoring_flow
+from flows.scoring import scoring_flow
+from flows.training import training_flow
+from tests.factories import copy_project, project_home, write_csv, write_spec
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+REPO = Path(__file__).resolve().parents[2]
+SEGMENTS = {"segments": {"by": "store", "min_rows": 200}, "evaluation": {"floors": {"roc_auc": 0.7}}}
+# Opposite signal in stores a/c and b/d: one model for all of them could not fit both.
+SIGNS = {"a": 1.0, "b": -1.0, "c": 1.0, "d": -1.0}
+
+
+def store_frame(store: str, rows: int, seed: int, sign: float, first_id: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
+    signal = sign * (1.5 * x1 - x2) + rng.normal(scale=0.3, size=rows)
+    return pd.DataFrame(
+        {
+            "row_id": np.arange(first_id, first_id + rows),
+            "store": store,
+            "x1": x1.round(4),
+            "x2": x2.round(4),
+            "label": np.where(signal > 0, "yes", "no"),
+        }
+    )
+
+
+def first_data() -> pd.DataFrame:
+    frames = [store_frame(s, 300, i, sign, 1000 * i) for i, (s, sign) in enumerate(SIGNS.items())]
+    frames.append(store_frame("e", 40, 9, 1.0, 9000))  # under min_rows: the all-rows model serves it
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def segmented_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One first training run of the segmented `churn`, made once for the module."""
+    with project_home(tmp_path_factory.mktemp("segmented")) as root:
+        write_csv(root, "data/train.csv", first_data())
+        spec = write_spec(root, "churn", "../data/train.csv", **SEGMENTS)
+        return root, training_flow(spec=str(spec))
+
+
+@pytest.fixture
+def segmented(project: Path, segmented_template: tuple[Path, dict]) -> dict:
+    template, result = segmented_template
+    copy_project(template, project)
+    return dict(result)
+
+
+def champion(name: str) -> str | None:
+    found = registry.alias_version(name, registry.CHAMPION)
+    return None if found is None else str(found.version)
+
+
+def all_versions(prefix: str) -> dict[str, int]:
+    models = registry.client().search_registered_models(f"name LIKE '{prefix}%'")
+    return {m.name: len(registry.list_versions(m.name)) for m in models}
+
+
+def test_each_segment_gets_its_own_model_and_the_router_serves_them(project: Path, segmented: dict) -> None:
+    assert segmented["outcome"] == "promoted"
+    for store in SIGNS:
+        assert champion(f"churn.store-{store}") == "1"
+    assert champion("churn.all_rows") == "1"
+    assert registry.model_tag("churn.store-e", "conveyor.managed") is None  # too small: no model of its own
+    router = registry.alias_version("churn", registry.CHAMPION)
+    assert router is not None and router.tags["conveyor.kind"] == "segment-router"
+    # Opposite signal gives opposite models: the same row scores high in store a, low in store b.
+    row = pd.DataFrame({"x1": [2.0], "x2": [0.0]})
+    proba_a = registry.load_model("churn.store-a", "1").predict_proba(row)[0]
+    proba_b = registry.load_model("churn.store-b", "1").predict_proba(row)[0]
+    assert proba_a[1] > 0.8 and proba_b[1] < 0.2  # classes ["no", "yes"]
+
+
+def test_scoring_routes_every_row_and_the_champion_uri_agrees_in_a_fresh_process(
+    project: Path, segmented: dict
+) -> None:
+    mixed = pd.concat(
+        [store_frame(s, 60, 50 + i, 1.0, 50_000 + 100 * i) for i, s in enumerate(["a", "b", "c", "d", "e", "zz"])],
+        ignore_index=True,
+    ).drop(columns=["label"])
+    drifted = mixed["store"] == "a"  # store a's inputs drift (inside the contract's range); the others' do not
+    mixed.loc[drifted, "x1"] = np.random.default_rng(5).uniform(2.0, 3.5, size=int(drifted.sum())).round(4)
+    source = write_csv(project, "data/mixed.csv", mixed)
+    output = project / "out.csv"
+    summary = scoring_flow(model="churn", input_path=str(source), output_path=str(output))
+    assert summary["rows"] == len(mixed)
+    scored = pd.read_csv(output)
+    expected = {s: f"churn.store-{s} v1" for s in SIGNS} | {"e": "churn.all_rows v1", "zz": "churn.all_rows v1"}
+    assert list(scored["served_by"]) == [expected[s] for s in mixed["store"]]
+    # The prediction log names the segment and the model that served each row.
+    from conveyor import predictions
+
+    logged = predictions.read("churn", None)
+    assert set(logged["store"]) == set(mixed["store"]) and "served_by" in logged.columns
+
+    script = (
+        "import json, sys, mlflow, pandas as pd\n"
+        "model = mlflow.pyfunc.load_model('models:/churn@champion')\n"
+        "out = model.predict(pd.read_csv(sys.argv[1]))\n"
+        "print(json.dumps({'p': out['proba_yes'].tolist(), 'by': out['served_by'].tolist()}))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri(), "CONVEYOR_HOME": str(project)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(source)], env=env, capture_output=True, text=True, cwd=REPO, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    fresh = json.loads(done.stdout.strip().splitlines()[-1])
+    assert fresh["by"] == list(scored["served_by"])
+    np.testing.assert_allclose(fresh["p"], scored["proba_yes"], rtol=1e-9)
+
+    # Monitoring per segment: each segment model against its own profile, events naming the segment.
+    report = monitoring_flow(model="churn", since_hours=None)
+    health = {h["segment"]: h for h in report["segments"]}
+    assert health["store=a"]["drift_detected"] is True and "x1" in health["store=a"]["drifted_features"]
+    assert health["store=a"]["events"] == ["conveyor.drift.detected"]
+    assert health["store=c"]["drift_detected"] is False and health["store=c"]["events"] == []
+    assert health["all rows"]["rows"] == 120  # stores e (small) and zz (unknown)
+
+
+def test_an_unchanged_rerun_trains_nothing(project: Path, segmented: dict) -> None:
+    before = all_versions("churn")
+    again = training_flow(spec=str(project / "pipelines" / "churn.yaml"))
+    assert again["reused"] and again["version"] == segmented["version"]
+    assert all_versions("churn") == before
+
+
+def test_each_segment_is_gated_on_its_own_holdout(
+    project: Path, segmented: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = first_data()
+    rng = np.random.default_rng(7)
+    worse = data["store"] == "a"  # labels shuffled: its challenger falls under the floor
+    data.loc[worse, "label"] = rng.permutation(data.loc[worse, "label"].to_numpy())
+    data = data[data["store"] != "b"]  # store b's rule flips: its old champion is wrong now
+    data = data[data["store"] != "d"]  # store d vanishes: it keeps serving, reported stale
+    flipped = store_frame("b", 300, 21, 1.0, 21_000)
+    new = store_frame("f", 300, 22, 1.0, 22_000)  # a segment that appears
+    write_csv(project, "data/train.csv", pd.concat([data, flipped, new], ignore_index=True))
+
+    result = training_flow(spec=str(project / "pipelines" / "churn.yaml"))
+
+    assert champion("churn.store-a") == "1"
+    a2 = registry.get_version("churn.store-a", "2")
+    assert a2.tags["conveyor.decision"] == "rejected" and "floor" in a2.tags["conveyor.decision_reason"]
+    assert champion("churn.store-b") == "2"
+    assert registry.get_version("churn.store-b", "2").tags["conveyor.decision"] == "promoted"
+    assert champion("churn.store-f") == "1"
+    assert len(registry.list_versions("churn.store-c")) == 1  # its rows did not change: not retrained
+    assert champion("churn.store-d") == "1"
+    assert "stale" in result["reason"] and "store=d" in result["reason"]
+    assert result["outcome"] == "promoted" and champion("churn") == "2"
+    from tasks.segments import load_routes
+
+    routes = load_routes("churn", "2")["segments"]
+    pins = {route["label"]: (route["version"], route["stale"]) for route in routes.values()}
+    assert pins == {
+        "store=a": ("1", False),
+        "store=b": ("2", False),
+        "store=c": ("1", False),
+        "store=d": ("1", True),
+        "store=f": ("1", False),
+    }
+
+    # `conveyor show` lists the segments: champion version, metric, last decision, age, stale.
+    from app.commands_models import show
+
+    capsys.readouterr()
+    show("churn")
+    shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("store=")}
+    assert "v1" in shown["store=a"] and "v2 rejected" in shown["store=a"] and "roc_auc" in shown["store=a"]
+    assert "v2 promoted" in shown["store=b"] and "stale" in shown["store=d"] and "stale" not in shown["store=c"]
