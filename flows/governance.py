@@ -48,7 +48,8 @@ def approval_description(spec: PipelineSpec, version: str, needed_more: int) -> 
     run = registry.client().get_run(found.run_id)
     uri = registry.client().tracking_uri
     experiment = run.info.experiment_id
-    champion = tags.get("conveyor.previous_champion") or "none"
+    previous = tags.get("conveyor.previous_champion")
+    champion = f"champion v{previous}" if previous else "champion (none yet)"
     metrics = {key: value for key, value in run.data.metrics.items() if not key.startswith("champion.")}
     rows = "\n".join(
         f"| {key} | {value:.4f} | "
@@ -61,7 +62,7 @@ def approval_description(spec: PipelineSpec, version: str, needed_more: int) -> 
 
 {tags.get("conveyor.intent_reason", "").split("; waits for")[0]}.
 
-| metric (same holdout) | candidate v{version} | champion v{champion} |
+| metric (same holdout) | candidate v{version} | {champion} |
 | --- | --- | --- |
 {rows}
 

@@ -224,7 +224,8 @@ def _promote_approved(spec: PipelineSpec, version: str, approvers: list[str]) ->
     if spec.task is None:  # the primary metric depends on the task the training run settled
         spec = spec.for_task(cast("TaskType", found.tags.get("conveyor.task", "binary")))
     compared_with = found.tags.get(PREVIOUS) or None
-    plan = Decision("promoted", f"approved by {', '.join(approvers)}; {found.tags.get('conveyor.intent_reason', '')}")
+    gates = found.tags.get("conveyor.intent_reason", "").split("; waits for ")[0]  # without the how-to-answer
+    plan = Decision("promoted", f"approved by {', '.join(approvers)}; {gates}")
     registered = Registered(version, found.run_id, f"models:/{name}/{version}")
     decision = apply_promotion(
         spec,
