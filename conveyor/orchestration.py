@@ -74,7 +74,7 @@ def fanout_task_runner(dask: bool | None = None, max_workers: int | None = None)
             "threads_per_worker": 1,
             "processes": True,
             "host": "127.0.0.1",
-            "dashboard_address": None,
+            "dashboard_address": "127.0.0.1:0",  # a free port, never the well-known 8787
             "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         },
     )
