@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from conveyor import registry
 from conveyor.orchestration import fanout_task_runner
 from tasks.fleet import (
     SpecOutcome,
@@ -55,6 +56,9 @@ def train_many_flow(
         allow_promotion: when false, better models are registered but no champion moves
     """
     logger = get_run_logger()
+    # A new tracking store is created and migrated here, once: worker processes opening it at the
+    # same time race on its schema migration (seen: one model failed with alembic's CommandError).
+    registry.client().search_experiments(max_results=1)
     futures = [train_spec.submit(spec, data_path, allow_promotion) for spec in specs]
     outcomes: list[SpecOutcome] = []
     for spec, future in zip(specs, futures, strict=True):
