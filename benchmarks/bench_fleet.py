@@ -213,8 +213,8 @@ def main() -> None:
             "met": rerun["seconds"] <= 0.1 * cold["seconds"],
         },
         "segments_change_10": {
-            "value": f"{change['seconds']:.1f} s (0.1x cold + 10 bare models = {allowed:.1f} s)",
-            "goal": "<= 0.1x cold + the 10 models' training",
+            "value": f"{change['seconds']:.1f} s (0.1x cold + {len(changed)} bare models = {allowed:.1f} s)",
+            "goal": "<= 0.1x cold + the changed models' training",
             "met": change["seconds"] <= allowed,
         },
         "segments_peak_memory": {
