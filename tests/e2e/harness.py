@@ -200,7 +200,8 @@ def new_stack(root: Path, database_url: str | None = None) -> Stack:
 
 def start(stack: Stack) -> Stack:
     """`conveyor up`, which must print both addresses; its processes are remembered."""
-    result = stack.cli("up")
+    # The default 180 s is for a person; a loaded 2-core CI machine can need longer to start them all.
+    result = stack.cli("up", "--timeout", "600", timeout=900)
     if result.returncode != 0:
         stack.cli("down")
         raise AssertionError(f"conveyor up failed ({result.returncode}): {result.stderr}\n{stack.logs()[-3000:]}")
