@@ -68,7 +68,8 @@ def test_prefect_ui_lists_the_training_deployments(trained_stack: Stack, page: A
         assert link.count() == 1 and link.inner_text().strip() == name
     nightly = page.get_by_role("row").filter(has_text=f"train-{NIGHTLY}")
     assert "At 02:00 AM every day" in nightly.first.inner_text()  # the default schedule of a spec
-    search.fill("train-")
+    # By its full name: the session's stack deploys a dozen `train-*` specs, more than one page holds.
+    search.fill(f"train-{MODEL}")
     page.get_by_role("row").filter(has_text=f"train-{MODEL}").first.wait_for(timeout=UI_TIMEOUT_MS)
     screenshot(page, "prefect-deployments.png")
 
