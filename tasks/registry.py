@@ -183,6 +183,9 @@ def recover_interrupted(spec: PipelineSpec) -> list[str]:
             continue
         outcome = finish_interrupted(spec, version)
         done.append(f"v{version.version} {'deleted' if outcome is None else outcome.outcome}")
+    # Their MLflow runs too: a rerun that finds the finished version final never opens a run of
+    # its own (which would end them), and no live run of this model exists while the slot is held.
+    done.extend(f"run {run_id} ended FAILED" for run_id in registry.close_interrupted_runs(spec.name))
     return done
 
 
