@@ -54,24 +54,29 @@ def screenshot(page: Any, name: str) -> None:
 
 
 def test_prefect_ui_lists_the_training_deployments(trained_stack: Stack, page: Any) -> None:
-    names = ("training", f"train-{MODEL}", f"train-{NIGHTLY}")
+    names = (f"train-{MODEL}", f"train-{NIGHTLY}")
     with trained_stack.prefect() as client:
         ids = {name: client.read_deployment_by_name(f"training/{name}").id for name in names}
+        generic = client.read_deployment_by_name("training/training").id
     page.goto(f"http://127.0.0.1:{trained_stack.prefect_port}/deployments")
     search = page.get_by_placeholder("Search deployments")
     search.wait_for(timeout=UI_TIMEOUT_MS)
-    # The list is paged: find each deployment by name, as a user would.
+    # The list is paged (the session's stack deploys a dozen `train-*` specs): find each
+    # deployment by its full name, as a user would.
     for name, deployment_id in ids.items():
         search.fill(name)
         link = page.locator(f'a[href="/deployments/deployment/{deployment_id}"]')
         link.wait_for(timeout=UI_TIMEOUT_MS)
         assert link.count() == 1 and link.inner_text().strip() == name
-    nightly = page.get_by_role("row").filter(has_text=f"train-{NIGHTLY}")
-    assert "At 02:00 AM every day" in nightly.first.inner_text()  # the default schedule of a spec
-    # By its full name: the session's stack deploys a dozen `train-*` specs, more than one page holds.
-    search.fill(f"train-{MODEL}")
-    page.get_by_role("row").filter(has_text=f"train-{MODEL}").first.wait_for(timeout=UI_TIMEOUT_MS)
+        row = page.get_by_role("row").filter(has=link)
+        if name == f"train-{NIGHTLY}":
+            assert "At 02:00 AM every day" in row.first.inner_text()  # the default schedule of a spec
     screenshot(page, "prefect-deployments.png")
+    # The search also matches flow names, so `training` matches every deployment of the flow
+    # `training`: the generic deployment is opened from its own page instead.
+    page.goto(f"http://127.0.0.1:{trained_stack.prefect_port}/deployments/deployment/{generic}")
+    page.get_by_text("training", exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.get_by_role("button", name="Run").first.wait_for(timeout=UI_TIMEOUT_MS)
 
 
 def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(trained_stack: Stack, page: Any) -> None:
