@@ -19,7 +19,6 @@ CLI_MODEL = "approve-cli"
 UI_MODEL = "approve-ui"
 GOVERNANCE = {"risk_tier": "medium", "approvers": ["ana", "bo"]}
 UI_TIMEOUT_MS = 90_000
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -91,13 +90,9 @@ def test_a_paused_training_run_is_answered_by_conveyor_approve(running_stack: St
 
 @NEEDS_CHROMIUM
 @pytest.mark.browser
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes with the browser and governance modules alone; in one full-suite fresh-clone run the "
-    "form was filled (screenshot) but Submit did not resume the paused approval run within 300 s: "
-    "cause not found yet (closing note of 2026-11-30)",
-)
 def test_the_approval_form_in_the_prefect_ui_promotes(running_stack: Stack) -> None:
+    from playwright.sync_api import expect
+
     run = paused_run(running_stack, UI_MODEL)
     with chromium_page(UI_TIMEOUT_MS) as page:
         page.goto(f"http://127.0.0.1:{running_stack.prefect_port}/runs/flow-run/{run.id}")
@@ -105,14 +100,20 @@ def test_the_approval_form_in_the_prefect_ui_promotes(running_stack: Stack) -> N
         dialog = page.locator("[role=dialog], .p-modal").filter(has_text="Resume Flow Run").last
         dialog.get_by_text(f"Approve {UI_MODEL} v1 as champion?").wait_for()
         assert "candidate v1" in dialog.inner_text()  # the metrics side by side
-        form_field(dialog, "Approver", 0).fill("bo")
-        form_field(dialog, "Comment", 1).fill("checked the card")
-        browser.screenshot(page, "approval-form.png")
-        DOCS.mkdir(exist_ok=True)
-        page.screenshot(path=str(DOCS / "approval-form.png"))
+        approver, comment = form_field(dialog, "Approver", 0), form_field(dialog, "Comment", 1)
+        approver.fill("bo")
+        comment.fill("checked the card")
+        expect(approver).to_have_value("bo")
+        expect(comment).to_have_value("checked the card")
+        browser.screenshot(page, "approval-form.png")  # docs/approval-form.png is a copy of it
         dialog.get_by_role("button", name="Submit").click()
+        try:
+            expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
+        except AssertionError:
+            browser.screenshot(page, "approval-form-after-submit.png")
+            raise AssertionError(f"the form stayed open after Submit:\n{dialog.inner_text()}") from None
         (final,) = running_stack.wait_final([run.id], timeout=300)
-        assert final.state.is_completed(), final.state.message
+        assert final.state.is_completed(), f"{final.state.name}: {final.state.message}\n{running_stack.tail()}"
         assert champion(running_stack, UI_MODEL) == "1"
         page.goto(f"{running_stack.mlflow_url}/#/models/{UI_MODEL}")
         page.get_by_role("row").filter(has_text="Version 1").filter(has_text="champion").first.wait_for()
