@@ -11,7 +11,6 @@ Usage: benchmarks/bench_embedded.py [--rows 200000] [--pairs 5] [--modes steady,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -24,6 +23,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import machine, write_result  # noqa: E402
+
 WORK = ROOT / "benchmarks" / ".work" / "embedded"
 BIN = Path(sys.executable).parent
 GOAL_S = 3.0
@@ -62,19 +63,10 @@ def conveyor(data: Path, prefect_home: Path, sequential: bool = False) -> tuple[
 
 
 def plain(data: Path) -> tuple[float, float]:
-    from benchmarks.bench_training import base_env, prepare
+    from benchmarks.bench_training import base_env, plain_command, prepare
 
     home = prepare(data, "plain")
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "plain_train.py"),
-        str(home / "data.csv"),
-        "label",
-        str(home / "pipelines" / "bench.expectations.json"),
-        f"sqlite:///{home / 'plain.db'}",
-        "bench",
-    ]
-    return run(command, base_env(home), home)
+    return run(plain_command(home), base_env(home), home)
 
 
 def measure(data: Path, mode: str, pairs: int, compare: bool) -> dict[str, Any]:
@@ -153,11 +145,9 @@ def main() -> None:
         "columns": 20,
         "figures": figures,
         "goals": goals,
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "load_1min_at_start": round(load, 2)},
+        "machine": machine(load),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

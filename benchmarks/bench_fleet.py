@@ -34,6 +34,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import PrefectServer, clean_env, write_result  # noqa: E402
+
 WORK = ROOT / "benchmarks" / ".work" / "fleet"
 BIN = Path(sys.executable).parent
 SPEC = "name: sales\ndata:\n  path: ../data/*.parquet\n  target: label\nsegments:\n  by: store\n  min_rows: 200\n"
@@ -88,8 +90,7 @@ def bare_loop(home: Path) -> dict[str, float]:
 
 
 def env_for(home: Path, api_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
-    return env | {
+    return clean_env() | {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_HOME": str(home / ".prefect"),
         "PREFECT_API_URL": api_url,
@@ -112,46 +113,6 @@ def measured(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, fl
     if result["rc"] != 0:
         raise RuntimeError(f"{command} failed ({result['rc']}):\n{result['out']}\n{result['err']}")
     return {"seconds": round(result["seconds"], 2), "peak_mb": round(result["peak_mb"], 1)}
-
-
-class PrefectServer:
-    """A Prefect server for the benchmark's commands (its own folder), stopped by its pid."""
-
-    def __enter__(self) -> str:
-        import httpx
-
-        from benchmarks.bench_training import free_port
-
-        port = free_port()
-        home = WORK / "prefect-server"
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
-        env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(home)}
-        self.log = open(home / "server.log", "w")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}/api"
-        deadline = time.time() + 900  # a loaded machine starts it slowly
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        self.__exit__()
-        raise RuntimeError("the Prefect server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        os.killpg(self.process.pid, 15)
-        self.process.wait(timeout=60)
-        self.log.close()
 
 
 def main() -> None:
@@ -185,7 +146,9 @@ def main() -> None:
         saved.write_text(json.dumps(bare))
     print(f"bare loop: {bare['seconds']:.1f} s for {args.models} models", flush=True)
 
-    with PrefectServer() as api_url:
+    server_home = WORK / "prefect-server"
+    server_env = clean_env() | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(server_home)}
+    with PrefectServer(server_home, server_env, deadline_s=900) as api_url:  # a loaded machine is slow
         env = env_for(home, api_url)
         train = [str(BIN / "conveyor"), "train", "sales"]
         cold = measured(train, env, home)
@@ -236,9 +199,7 @@ def main() -> None:
         "ratio_cold_vs_bare": round(ratio, 3),
         "goals": goals,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import machine, write_result  # noqa: E402
+
 WORK = ROOT / "benchmarks" / ".work" / "package"
 GOAL_S = 0.2
 ESTIMATORS = {
@@ -133,11 +135,9 @@ def main() -> None:
         "columns": 20,
         "per_model": figures,
         "goals": goals,
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "load_1min_at_start": round(load, 2)},
+        "machine": machine(load),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ writes benchmarks/results/seaweedfs.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from app.stack import scaled  # noqa: E402
 from app.stack.config import StackConfig  # noqa: E402
 from app.stack.processes import process_tree, rss_bytes, spawn, terminate  # noqa: E402
 from app.stack.services import base_env  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
 
 
 def one_run() -> dict[str, float]:
@@ -70,10 +70,7 @@ def main() -> None:
             "stop (s)": {"value": median["stop_seconds"], "goal": 5, "met": median["stop_seconds"] <= 5},
         },
     }
-    out = HERE / "results" / "seaweedfs.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(HERE / "results" / "seaweedfs.json", result)
 
 
 if __name__ == "__main__":

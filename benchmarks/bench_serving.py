@@ -22,16 +22,16 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import clean_env, free_port, machine, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work" / "serving"
@@ -45,15 +45,8 @@ HEALTH = {"conveyor": "/ready", "mlflow": "/health", "limit": "/health"}
 BUSY_LOAD = 1.5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def env() -> dict[str, str]:
-    found = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
-    found |= {
+    found = clean_env() | {
         "CONVEYOR_HOME": str(PROJECT),
         "CONVEYOR_PREDICTION_LOG": str(WORK / "predictions"),
         "PREFECT_HOME": str(WORK / ".prefect"),
@@ -318,7 +311,7 @@ def main() -> None:
                 goal["met"] = None
     result = {
         "benchmark": "serving",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1min": round(load, 1)},
+        "machine": machine(load_before) | {"load_1min_max": round(load, 2)},
         "inconclusive": f"load average {load:.0f} on {os.cpu_count()} cores" if busy else None,
         "seconds_per_cell": args.seconds,
         "workers": workers,
@@ -327,9 +320,7 @@ def main() -> None:
         "switches": switch,
         "goals": goals,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Usage: benchmarks/bench_specs.py [--specs 50] [--rows 2000] [--no-separate] [--o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -21,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import BIN, ROOT, base_env, draft, make_frame, write_csv  # noqa: E402
+
+from benchmarks.common import write_result  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work" / "specs"
 
@@ -122,9 +123,7 @@ def main() -> None:
             "goal": "< 1.0",
             "met": one_wall < separate_total,
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

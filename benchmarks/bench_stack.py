@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,12 +41,7 @@ GOAL_RSS_BYTES = 1.2e9
 
 sys.path.insert(0, str(REPO))
 from app.stack.processes import process_tree, rss_bytes  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from benchmarks.common import clean_env, free_port  # noqa: E402
 
 
 def fresh_project(name: str) -> Path:
@@ -64,7 +58,7 @@ def fresh_project(name: str) -> Path:
 
 
 def environment(root: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
+    env = clean_env()
     env.update(
         CONVEYOR_HOME=str(root),
         CONVEYOR_PREFECT_PORT=str(free_port()),

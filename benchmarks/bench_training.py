@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from benchmarks.common import PrefectServer, clean_env, machine, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work" / "training"
@@ -49,21 +50,13 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
-    env |= {
+    return clean_env() | {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_HOME": str(home / ".prefect"),
         "CONVEYOR_HOME": str(home),
         "GX_ANALYTICS_ENABLED": "false",
     }
-    return env
 
 
 def prepare(data: Path, name: str) -> Path:
@@ -109,55 +102,22 @@ def conveyor_run(data: Path, label: str, api_url: str | None, rerun: bool = Fals
     return cold, warm
 
 
-def plain_run(data: Path, label: str) -> float:
-    home = prepare(data, label)
-    uri = f"sqlite:///{home / 'plain.db'}"
-    command = [
+def plain_command(home: Path) -> list[str]:
+    """The baseline's command on a prepared project: the same data, contract and steps, no Prefect."""
+    return [
         sys.executable,
         str(ROOT / "benchmarks" / "plain_train.py"),
         str(home / "data.csv"),
         "label",
         str(home / "pipelines" / "bench.expectations.json"),
-        uri,
+        f"sqlite:///{home / 'plain.db'}",
         "bench",
     ]
-    return timed(command, base_env(home), home)
 
 
-class PrefectServer:
-    """A Prefect server for the 'running stack' measurements, stopped by its pid."""
-
-    def __enter__(self) -> str:
-        port = free_port()
-        home = WORK / "prefect-server"
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir(parents=True)
-        env = base_env(home)
-        self.log = open(home / "server.log", "w")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}/api"
-        import httpx
-
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("the Prefect server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        os.killpg(self.process.pid, 15)
-        self.process.wait(timeout=30)
-        self.log.close()
+def plain_run(data: Path, label: str) -> float:
+    home = prepare(data, label)
+    return timed(plain_command(home), base_env(home), home)
 
 
 def main() -> None:
@@ -168,6 +128,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "training.json"))
     args = parser.parse_args()
     os.environ.pop("OMP_NUM_THREADS", None)
+    load = os.getloadavg()[0]
 
     small, large = WORK / "small.csv", WORK / "large.csv"
     write_csv(make_frame(args.small_rows), small)
@@ -178,7 +139,8 @@ def main() -> None:
     runs: dict[str, list[float]] = {
         k: [] for k in ("small_plain", "small_embedded", "small_server", "large_plain", "large_server", "large_rerun")
     }
-    with PrefectServer() as api_url:
+    server_home = WORK / "prefect-server"
+    with PrefectServer(server_home, base_env(server_home), deadline_s=120) as api_url:
         for i in range(args.repeats):
             print(f"round {i + 1}/{args.repeats}", file=sys.stderr, flush=True)
             runs["small_plain"].append(plain_run(small, "small-plain"))
@@ -222,11 +184,9 @@ def main() -> None:
         "median_seconds": {k: round(v, 3) for k, v in median.items()},
         "all_seconds": {k: [round(x, 3) for x in v] for k, v in runs.items()},
         "goals": goals,
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": machine(load),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(goals, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
