@@ -121,9 +121,8 @@ def train_segment_model(
                 **{f"best.{key}": value for key, value in best_params.items()},
             },
         )
-        registry.log_metrics(run_id, metrics)
-        if comparison.champion:
-            registry.log_metrics(run_id, comparison.champion, prefix="champion.")
+        champion_metrics = {f"champion.{key}": value for key, value in (comparison.champion or {}).items()}
+        registry.log_metrics(run_id, metrics | champion_metrics)  # one write for both
         profile = build_reference_profile.fn(seg, model, split, metrics)
         example = split.X_test.head(5)
         output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
@@ -134,14 +133,13 @@ def train_segment_model(
             example,
             output,
             list(pinned_requirements()),
-            extra_files={
+            extra_files={  # uploaded as one folder, as the single-model path does
                 "conveyor/spec.json": seg.model_dump_json(indent=2),
                 "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
                 "conveyor/profile.json": json.dumps(profile),
+                "conveyor/train_rows.npy": hashes_bytes(row_hashes(split.X_train, split.y_train)),
             },
         )
-        train_rows = hashes_bytes(row_hashes(split.X_train, split.y_train))
-        registry.log_bytes(run_id, {"train_rows.npy": train_rows}, "conveyor")
         version_tags = {
             **tags,
             "conveyor.validation": "passed",
@@ -165,8 +163,16 @@ def train_segment_model(
         registry.end_run(run_id, failed=True)
         raise
     note = f"**{job.model} v{registered.version}: {final.outcome}** ({job.label}). {final.reason}"
-    registry.rename_run(run_id, f"{job.label} v{registered.version}-{final.outcome}", note)
-    registry.set_tags(run_id, {"conveyor.decision": final.outcome, "conveyor.version": registered.version})
+    # The name and note `registry.rename_run` would write, and the decision, in one write.
+    registry.set_tags(
+        run_id,
+        {
+            "mlflow.runName": f"{job.label} v{registered.version}-{final.outcome}",
+            "mlflow.note.content": note,
+            "conveyor.decision": final.outcome,
+            "conveyor.version": registered.version,
+        },
+    )
     registry.end_run(run_id)
     if final.outcome == "promoted":
         compared_with, champion_digest = registered.version, packaged.artifact_digest
