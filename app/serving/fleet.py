@@ -367,7 +367,8 @@ class Fleet:
                 "loaded": slot is not None,
                 "serving_version": slot.champion.version if slot else None,
                 "loaded_at": slot.champion.loaded_at if slot else None,
-                "segmented": bool(slot and getattr(slot.champion.model, "segmented", False)),
+                "segmented": bool(slot and slot.champion.model.segmented),
+                "segments": slot.champion.model.segments if slot else None,
                 "size_mb": round(slot.size_mb, 2) if slot else None,
             }
             if slot is not None and slot.challenger is not None:

@@ -30,6 +30,7 @@ class ServingModel:
     classes: tuple[Any, ...]
     model: Any = field(repr=False, compare=False)
     segmented: bool = False  # a router over segment models: each row also says which model served it
+    segments: int = 0  # the segment models a router pins (the all-rows fallback not counted)
 
     @property
     def output_columns(self) -> tuple[str, ...]:
@@ -103,4 +104,5 @@ def _segment_router(name: str, version: str, alias: str | None) -> ServingModel:
         classes=tuple(router.classes_.tolist()),
         model=router,
         segmented=True,
+        segments=len(router.routes["segments"]),
     )

@@ -86,6 +86,14 @@ def test_each_segment_gets_its_own_model_and_the_router_serves_them(project: Pat
     proba_a = registry.load_model("churn.store-a", "1").predict_proba(row)[0]
     proba_b = registry.load_model("churn.store-b", "1").predict_proba(row)[0]
     assert proba_a[1] > 0.8 and proba_b[1] < 0.2  # classes ["no", "yes"]
+    # The online server loads the router and says how many segment models it routes to.
+    from app.serving.fleet import Fleet, ModelState
+
+    fleet = Fleet(names=["churn"])
+    fleet.states["churn"] = ModelState(aliases={registry.CHAMPION: router.version})
+    fleet.ensure("churn")
+    (described,) = fleet.describe()
+    assert described["segmented"] and described["segments"] == len(SIGNS)
 
 
 def test_scoring_routes_every_row_and_the_champion_uri_agrees_in_a_fresh_process(
