@@ -89,7 +89,8 @@ class PredictionLog:
         for (model, _), tables in groups.items():
             rows = sum(t.num_rows for t in tables)
             try:
-                predictions.append(model, pa.concat_tables(tables))
+                # One chunk per column: the day split and the Parquet writer pay per chunk (one per request).
+                predictions.append(model, pa.concat_tables(tables).combine_chunks())
                 written += rows
             except Exception as exc:  # a full or unreachable store: count the loss, keep serving
                 self.failed += rows

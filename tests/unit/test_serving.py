@@ -1,17 +1,33 @@
-"""The serving app's pure parts: request bodies into typed columns, and the bounded model cache."""
+"""The serving app's pure parts: request bodies into typed columns, the contract's row checks, the model cache."""
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
+from app.serving.checks import RowChecks
 from app.serving.fleet import CHAMPION, Fleet, Loaded, ModelState
-from app.serving.payload import Contract, RequestError, csv_table, json_columns, typed_table
+from app.serving.payload import (
+    Contract,
+    RequestError,
+    _number,
+    _numbers,
+    _text,
+    _texts,
+    csv_table,
+    json_columns,
+    typed_table,
+)
 from conveyor.spec import PipelineSpec
-from tasks.scoring import ServingModel
+from tasks.contracts.expectations import BETWEEN, IN_SET, NOT_NULL
+from tasks.scoring import ChunkChecks, ServingModel
 
 MODEL = ServingModel(
     name="churn",
@@ -124,3 +140,105 @@ def test_an_unknown_model_is_404_and_one_without_champion_too() -> None:
         with pytest.raises(RequestError) as refused:
             fleet.ensure(name)
         assert refused.value.status == 404 and name in refused.value.message
+
+
+def _suite() -> dict[str, Any]:
+    """Every kind of fail-level check `ChunkChecks` runs, on every column type a request brings."""
+    expectations: list[dict[str, Any]] = [
+        {"type": NOT_NULL, "kwargs": {"column": "x1"}},
+        {"type": BETWEEN, "kwargs": {"column": "x1", "min_value": -1, "max_value": 1.5}},
+        {"type": BETWEEN, "kwargs": {"column": "x2", "min_value": 0.0, "strict_min": True}},
+        {"type": BETWEEN, "kwargs": {"column": "x2", "max_value": 10, "strict_max": True}},
+        {"type": BETWEEN, "kwargs": {"column": "x2", "min_value": None, "max_value": None}},
+        {"type": IN_SET, "kwargs": {"column": "x2", "value_set": [0.0, 0.5, 2.0, 9.5, 10]}},
+        {"type": NOT_NULL, "kwargs": {"column": "colour"}},
+        {"type": IN_SET, "kwargs": {"column": "colour", "value_set": ["red", "blue", None]}},
+        {"type": IN_SET, "kwargs": {"column": "colour", "value_set": [1, "red"]}},  # skipped: mixed types
+        {"type": BETWEEN, "kwargs": {"column": "colour", "min_value": 0}},  # skipped: not numbers
+        {"type": BETWEEN, "kwargs": {"column": "row_id", "min_value": 0, "max_value": 100}},
+        {"type": NOT_NULL, "kwargs": {"column": "row_id"}},
+        {"type": NOT_NULL, "kwargs": {"column": "score"}},
+        {"type": BETWEEN, "kwargs": {"column": "score", "max_value": 1.0}},
+        {"type": NOT_NULL, "kwargs": {"column": "absent"}},
+        {"type": BETWEEN, "kwargs": {"column": "x1", "min_value": -0.5, "mostly": 0.5}},  # never refuses
+        {"type": NOT_NULL, "kwargs": {"column": "x2"}, "meta": {"on_violation": "warn"}},
+    ]
+    return {"expectations": expectations}
+
+
+def _request(rng: np.random.Generator, rows: int) -> pa.Table:
+    """Mostly good rows; now and then a null, NaN, infinity, bound, value just outside or unknown category."""
+
+    def pick(good: Callable[[], Any], odd: list[Any]) -> list[Any]:
+        return [odd[rng.integers(len(odd))] if rng.random() < 0.03 else good() for _ in range(rows)]
+
+    def number(low: float, high: float) -> list[Any]:
+        odd = [None, float("nan"), float("inf"), -float("inf"), low, high, low - 0.01, high + 0.01]
+        return pick(lambda: float(rng.uniform(low, high)), odd)
+
+    return pa.table(
+        {
+            "x1": pa.array(number(-1, 1.5), pa.float64(), from_pandas=rng.random() < 0.5),  # NaN as null or NaN
+            "x2": pa.array(pick(lambda: [0.5, 2.0, 9.5][rng.integers(3)], [None, 0.0, 10.0, 4.0]), pa.float64()),
+            "colour": pa.array(pick(lambda: ["red", "blue"][rng.integers(2)], [None, "green", "1"]), pa.string()),
+            "row_id": pa.array(pick(lambda: int(rng.integers(0, 101)), [None, -1, 101]), pa.int64()),
+            "score": pa.array(number(0, 1), pa.float64()),
+        }
+    )
+
+
+def _outcome(check: Callable[[], None]) -> str | None:
+    try:
+        check()
+    except Exception as exc:  # a refusal (DataError), or what Arrow raises on a bound it cannot compare
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def test_the_fast_row_checks_refuse_exactly_what_batch_scoring_refuses_with_its_message() -> None:
+    rng = np.random.default_rng(7)
+    fast = RowChecks(_suite(), "request", ["x1", "x2"])
+    batch = ChunkChecks(_suite(), "request", ["x1", "x2"])
+    outcomes = Counter()
+    for index in range(600):
+        table = _request(rng, rows=1 + index % 7 if index % 50 else 100)
+        expected = _outcome(lambda: batch(table, 0))  # noqa: B023
+        assert _outcome(lambda: fast(table)) == expected  # noqa: B023
+        outcomes[re.sub(r": .*column ('[^']+').*", r" \1", expected) if expected else "passed"] += 1
+    # The requests above reach every check, and some pass.
+    assert set(outcomes) == {
+        "passed", "DataError 'x1'", "DataError 'x2'", "DataError 'colour'", "DataError 'row_id'",
+        "DataError 'score'",
+    }, outcomes  # fmt: skip
+
+
+def test_the_fast_row_checks_leave_what_they_do_not_cover_to_batch_scoring() -> None:
+    fast = RowChecks(_suite(), "request", ["x1", "x2"])
+    batch = ChunkChecks(_suite(), "request", ["x1", "x2"])
+    for x1 in (0.5, float("inf"), 2.0):  # float32, not float64: the whole layout is left to batch scoring
+        table = pa.table({"x1": pa.array([x1], pa.float32()), "x2": [2.0], "colour": ["red"]})
+        assert _outcome(lambda: fast(table)) == _outcome(lambda: batch(table, 0))  # noqa: B023
+    assert _outcome(lambda: fast(table)) is not None
+    # A bound Arrow cannot compare exactly with floats fails as it fails in batch scoring.
+    suite = {"expectations": [{"type": BETWEEN, "kwargs": {"column": "x1", "min_value": 2**60}}]}
+    table = pa.table({"x1": [0.5]})
+    expected = _outcome(lambda: ChunkChecks(suite, "request", ["x1"])(table, 0))
+    assert expected is not None and expected.startswith("ArrowInvalid")
+    assert _outcome(lambda: RowChecks(suite, "request", ["x1"])(table)) == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1.5, 2, None], [float("nan"), 0.0, -3], [2**60 + 1], [2**70], [-(2**63) - 1], [True], [1.0, False], ["a"], []],
+)
+def test_numbers_and_texts_are_typed_as_value_by_value(values: list[Any]) -> None:
+    """The bulk conversions give what `_number` and `_text` give value by value, refusals included."""
+    for bulk, one, kind in ((_numbers, _number, pa.float64()), (_texts, _text, pa.string())):
+        expected = _outcome(lambda: pa.array([one(v, "x") for v in values], kind))  # noqa: B023
+        try:
+            slow = pa.array([one(v, "x") for v in values], kind)  # noqa: B023
+        except RequestError:
+            slow = None
+        assert _outcome(lambda: bulk(values, "x")) == expected  # noqa: B023
+        if slow is not None:
+            assert bulk(values, "x").equals(slow)  # noqa: B023
