@@ -7,6 +7,7 @@ prediction-log writer (metrics are per worker too).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from app.serving.batching import Batcher, Outputs
 from app.serving.fleet import Fleet, Loaded, Slot
 from app.serving.payload import RequestError, read_request
 from app.serving.predlog import PredictionLog, log_rows
@@ -83,6 +85,8 @@ class Metrics:
         self.logged = Gauge(
             "conveyor_serving_logged_rows", "Rows written to the prediction log", registry=self.registry
         )
+        self.batches = Gauge("conveyor_serving_batches", "predict calls for batched requests", registry=self.registry)
+        self.batched = Gauge("conveyor_serving_batched_requests", "Requests scored in batches", registry=self.registry)
         self.shadow_dropped = Counter(
             "conveyor_serving_shadow_dropped", "Shadow scorings skipped (backlog full)", registry=self.registry
         )
@@ -124,12 +128,21 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     limit = int(config.max_body_mb * 2**20)
     shadows = ThreadPoolExecutor(1, "serve-shadow")
     backlog = threading.BoundedSemaphore(_SHADOW_BACKLOG)
+    batcher = Batcher()
+
+    def start_and_freeze() -> None:
+        fleet.start()
+        if fleet.preloaded.wait(timeout=600):
+            # Start-up's objects (MLflow, scikit-learn, the loaded models) out of the collector's
+            # reach: under load a full collection over them paused every request for about 0.2 s.
+            gc.collect()
+            gc.freeze()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         prediction_log.start()
         # Listen at once (/health answers, /ready says 503 until the champions are loaded).
-        threading.Thread(target=fleet.start, name="serve-start", daemon=True).start()
+        threading.Thread(target=start_and_freeze, name="serve-start", daemon=True).start()
         try:
             yield
         finally:
@@ -138,7 +151,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             prediction_log.close()
 
     app = FastAPI(title="Conveyor serving", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.fleet, app.state.log, app.state.config = fleet, prediction_log, config
+    app.state.fleet, app.state.log, app.state.config, app.state.batcher = fleet, prediction_log, config, batcher
     app.add_exception_handler(RequestError, lambda _, exc: _error(exc))  # type: ignore[arg-type]
 
     async def read_body(request: Request) -> bytes:
@@ -171,23 +184,23 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         finally:
             backlog.release()
 
-    def score(slot: Slot, body: bytes, content_type: str) -> tuple[Loaded, str, dict[str, pa.Array]]:
-        """Check the rows, answer with the champion (or the canary), log them, queue the shadow."""
+    def prepare(slot: Slot, body: bytes, content_type: str) -> tuple[Loaded, str, pa.Table, Any]:
+        """Pick who answers (the champion, or the canary), read and check the rows."""
         answering, route = slot.champion, "champion"
         if slot.challenger is not None and slot.canary and random.random() < slot.canary:
             answering, route = slot.challenger, "canary"
         table = read_request(body, content_type, answering.contract)
         frame = table.select(list(answering.model.features)).to_pandas(use_threads=False)  # threads cost more here
-        try:
-            outputs = answering.predict(frame)
-        except (ValueError, TypeError) as exc:
-            raise RequestError(
-                400, f"model {answering.name} v{answering.version} cannot score these rows: {exc}"
-            ) from None
-        scored_at = datetime.now(UTC)
+        return answering, route, table, frame
+
+    def refused(answering: Loaded, exc: Exception) -> RequestError:
+        return RequestError(400, f"model {answering.name} v{answering.version} cannot score these rows: {exc}")
+
+    def finish(slot: Slot, answering: Loaded, route: str, table: pa.Table, frame: Any, outputs: Outputs) -> None:
+        """Log the answered rows; queue the shadow scoring."""
         rows = log_rows(
-            table, answering.model.features, answering.spec.data.id_column, outputs, answering.version, scored_at,
-            route,
+            table, answering.model.features, answering.spec.data.id_column, outputs, answering.version,
+            datetime.now(UTC), route,
         )  # fmt: skip
         prediction_log.add(answering.name, rows)
         if slot.shadow and route == "champion" and slot.challenger is not None:
@@ -195,6 +208,25 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                 shadows.submit(shadow, slot.challenger, table, frame)
             else:
                 metrics.shadow_dropped.inc()
+
+    def score(slot: Slot, body: bytes, content_type: str) -> tuple[Loaded, str, Outputs]:
+        """A large body, off the event loop: check, answer, log, queue the shadow."""
+        answering, route, table, frame = prepare(slot, body, content_type)
+        try:
+            outputs = answering.predict(frame)
+        except (ValueError, TypeError) as exc:
+            raise refused(answering, exc) from None
+        finish(slot, answering, route, table, frame, outputs)
+        return answering, route, outputs
+
+    async def score_batched(slot: Slot, body: bytes, content_type: str) -> tuple[Loaded, str, Outputs]:
+        """A small body, on the event loop: its rows scored with the requests that arrive beside it."""
+        answering, route, table, frame = prepare(slot, body, content_type)
+        try:
+            outputs = await batcher.predict(answering, frame)
+        except (ValueError, TypeError) as exc:
+            raise refused(answering, exc) from None
+        finish(slot, answering, route, table, frame, outputs)
         return answering, route, outputs
 
     async def answer(name: str, request: Request, v2: bool) -> Response:
@@ -205,8 +237,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             content_type = request.headers.get("content-type", "application/json").lower()
             if len(body) > _INLINE_BYTES:  # a large body must not hold up the other requests
                 answering, route, outputs = await run_in_threadpool(score, slot, body, content_type)
-            else:  # a small one is answered faster without a thread hop
-                answering, route, outputs = score(slot, body, content_type)
+            else:  # a small one is answered faster without a thread hop, batched with its neighbours
+                answering, route, outputs = await score_batched(slot, body, content_type)
         except RequestError as exc:
             metrics.errors.labels(name, str(exc.status)).inc()
             return _error(exc)
@@ -254,6 +286,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         metrics.loaded.set(len(fleet.slots))
         metrics.switches.set(fleet.switches)
         metrics.logged.set(prediction_log.written)
+        metrics.batches.set(batcher.batches)
+        metrics.batched.set(batcher.requests)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/flush")
