@@ -151,7 +151,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             prediction_log.close()
 
     app = FastAPI(title="Conveyor serving", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.fleet, app.state.log, app.state.config, app.state.batcher = fleet, prediction_log, config, batcher
+    app.state.fleet, app.state.log, app.state.config = fleet, prediction_log, config
     app.add_exception_handler(RequestError, lambda _, exc: _error(exc))  # type: ignore[arg-type]
 
     async def read_body(request: Request) -> bytes:
