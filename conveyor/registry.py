@@ -18,6 +18,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 AUDIT_EXPERIMENT = "conveyor-audit"
 TAG_PREFIX = "conveyor."
+# Tag (on a segment model and its versions): the spec a segment model belongs to. A segment
+# model's promotions are serialised under its spec's lock (see `lock_subject`).
+SEGMENT_OF = "conveyor.segment_of"
 
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -41,6 +44,13 @@ def client() -> Any:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _writes() -> Any:
+    """MLflow's registry client for tag, alias and description writes. `MlflowClient` first reads
+    the whole registered model before each of these, to refuse a prompt (about 16 ms a write at a
+    few versions, growing with them); a Conveyor model name is never a prompt's."""
+    return client()._get_registry_client()
 
 
 def check_reachable(timeout: float = 3.0) -> None:
@@ -287,11 +297,19 @@ def find_version_by_tag(name: str, key: str, value: str) -> Any | None:
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def register_version(name: str, model_uri: str, run_id: str, tags: dict[str, str], model_id: str | None = None) -> Any:
-    """A version for this run's model; retried idempotently (an existing one is found by its run)."""
+def register_version(
+    name: str,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
+    model_id: str | None = None,
+    model_tags: dict[str, str] | None = None,
+) -> Any:
+    """A version for this run's model; retried idempotently (an existing one is found by its run).
+    `model_tags` go on the registered model when this call creates it."""
     mlflow_client = client()
     with contextlib.suppress(Exception):  # already exists, possibly created concurrently
-        mlflow_client.create_registered_model(name, tags={"conveyor.managed": "true"})
+        mlflow_client.create_registered_model(name, tags={"conveyor.managed": "true", **(model_tags or {})})
     for attempt in range(3):
         existing = mlflow_client.search_model_versions(f"name='{model_name(name)}' and run_id='{run_id}'")
         if existing:
@@ -321,18 +339,18 @@ def discard_undecided(name: str, version: str) -> bool:
 
 
 def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
-    mlflow_client = client()
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(name, version, key, str(value))
+    writes = _writes()
+    for key, value in tags.items():  # MLflow has no batch write for version tags
+        writes.set_model_version_tag(model_name(name), str(version), key, str(value))
 
 
 def delete_version_tag(name: str, version: str, key: str) -> None:
     with contextlib.suppress(Exception):  # not set
-        client().delete_model_version_tag(name, str(version), key)
+        _writes().delete_model_version_tag(model_name(name), str(version), key)
 
 
 def describe_version(name: str, version: str, description: str) -> None:
-    client().update_model_version(name, str(version), description=description)
+    _writes().update_model_version(model_name(name), str(version), description=description)
 
 
 def describe_model(name: str, description: str) -> None:
@@ -355,7 +373,7 @@ def alias_version(name: str, alias: str) -> Any | None:
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
-    client().set_registered_model_alias(name, alias, str(version))
+    _writes().set_registered_model_alias(model_name(name), alias, str(version))
 
 
 def list_versions(name: str) -> list[Any]:
@@ -445,8 +463,24 @@ def audit_trail(name: str, limit: int = 50) -> list[dict[str, Any]]:
     ]
 
 
+def lock_subject(name: str) -> str:
+    """Whose promotion lock guards `name`: its spec's for a segment model (the segment flow holds
+    that one lock over its whole fan-out), else its own."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client().get_registered_model(model_name(name)).tags
+    except MlflowException:
+        return name
+    if SEGMENT_OF in tags:
+        return str(tags[SEGMENT_OF])
+    champion = alias_version(name, CHAMPION)  # a segment model registered before the model tag
+    return str(champion.tags.get(SEGMENT_OF, name)) if champion is not None else name
+
+
 def promotion_lock(name: str, timeout: float = 120) -> contextlib.AbstractContextManager[str]:
-    """Serialise promotions of one model where every runner sees it (see conveyor.locks)."""
+    """Serialise promotions of one model where every runner sees it (see conveyor.locks). Acting on
+    a model that may be a segment model, lock `lock_subject(name)`."""
     from conveyor import locks
 
     return locks.model_lock("promote", name, timeout, what=f"promoting {name}")

@@ -14,7 +14,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from conveyor import orchestration, registry
 from conveyor.errors import DataError, GateNotMet
-from conveyor.lineage import lineage_of
+from conveyor.lineage import Lineage, lineage_of
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
 from tasks.contracts import validate_data
@@ -155,7 +155,6 @@ def _summary_markdown(name: str, outcomes: list[SegmentOutcome], small: dict[str
 def train_segments(pipeline: PipelineSpec, data_path: str | None, allow_promotion: bool) -> TrainingResult:
     """Train a segmented spec: every segment model (and the all-rows model) that its rows changed,
     then the router version of `<name>` when a segment champion moved."""
-    logger = get_run_logger()
     name = pipeline.name
     spec_digest = pipeline.digest()
     contract = digest_contract(pipeline)
@@ -178,6 +177,25 @@ def train_segments(pipeline: PipelineSpec, data_path: str | None, allow_promotio
     contract_digest = digest_contract(pipeline) or ""
     whole = lineage_of(dataset.digest, spec_digest, contract_digest)
     plan = split_segments(pipeline, dataset.frame)
+    # One promotion lock for the spec over the whole fan-out and the router: a segment model's
+    # promotions are guarded by its spec's lock (`registry.lock_subject`), taken once here.
+    with registry.promotion_lock(name, timeout=600):
+        return _train_and_route(pipeline, dataset, plan, whole, spec_digest, contract_digest, allow_promotion)
+
+
+def _train_and_route(
+    pipeline: PipelineSpec,
+    dataset: Any,
+    plan: SegmentPlan,
+    whole: Lineage,
+    spec_digest: str,
+    contract_digest: str,
+    allow_promotion: bool,
+) -> TrainingResult:
+    """The segment models whose rows changed, each gated against its own champion, then the router
+    version when a segment champion moved; run under the spec's promotion lock."""
+    logger = get_run_logger()
+    name, target = pipeline.name, pipeline.data.target
     existing = find_segment_versions(name)
     router_version, previous = current_routes(name)
 

@@ -9,6 +9,7 @@ finishes the job, so registry, aliases and audit trail agree.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,11 +79,14 @@ def apply_promotion(
     allow_promotion: bool,
     checkpoint: Callable[[str], None] = _no_checkpoint,
     actor: str | None = None,
+    locked: bool = False,
 ) -> Decision:
     """Apply the plan under the model's promotion lock; safe to call again after a crash.
-    `actor` is who the audit names (the approvers of an approved version; else the training flow)."""
+    `actor` is who the audit names (the approvers of an approved version; else the training flow).
+    `locked`: the caller already holds the lock that guards this model (a segment flow holds its
+    spec's for the whole fan-out: one acquisition, not one per segment model)."""
     name, version = spec.name, registered.version
-    with registry.promotion_lock(name):
+    with contextlib.nullcontext() if locked else registry.promotion_lock(name):
         tags = registry.get_version(name, version).tags
         current = registry.alias_version(name, registry.CHAMPION)
         current_version = None if current is None else str(current.version)

@@ -51,7 +51,7 @@ def rollback(name: str, actor: str, reason: str, to: str | None = None, force: b
     registry.model_name(name)
     if not actor.strip() or not reason.strip():
         raise RollbackRefused("a rollback needs who (--as) and why (--reason)")
-    with registry.promotion_lock(name):
+    with registry.promotion_lock(registry.lock_subject(name)):  # a segment model: its spec's lock
         champion = registry.alias_version(name, registry.CHAMPION)
         current = None if champion is None else str(champion.version)
         if to is None:

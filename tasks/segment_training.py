@@ -78,7 +78,8 @@ def train_segment_model(
     spec: PipelineSpec, job: SegmentJob, lineage: Lineage, allow_promotion: bool, flow_run_id: str
 ) -> SegmentOutcome:
     """Split, fit, evaluate, gate against this segment's own champion on its own holdout, register,
-    promote. A segment's expected failure (too few classes, a bad fit) is its outcome, not a raise."""
+    promote. A segment's expected failure (too few classes, a bad fit) is its outcome, not a raise.
+    The caller holds the spec's promotion lock (`flows.segments.train_segments`)."""
     started = time.perf_counter()
     seg = segment_spec(spec, job)
     task_type = spec.task
@@ -147,14 +148,18 @@ def train_segment_model(
             "conveyor.artifact_digest": packaged.artifact_digest,
             **{f"conveyor.metric.{key}": f"{value:.6g}" for key, value in metrics.items()},
         }
-        version = registry.register_version(job.model, packaged.model_uri, run_id, version_tags, packaged.model_id)
+        version = registry.register_version(
+            job.model, packaged.model_uri, run_id, version_tags, packaged.model_id, model_tags={SEGMENT_OF: spec.name}
+        )
         registered = Registered(str(version.version), run_id, packaged.model_uri)
 
         def rescore(current: str) -> dict[str, float] | None:
             return compute_metrics(task_type, registry.load_model(job.model, current), split.X_test, split.y_test)
 
         try:
-            final = apply_promotion(seg, registered, plan, compared_with, metrics, rescore, allow_promotion)
+            final = apply_promotion(
+                seg, registered, plan, compared_with, metrics, rescore, allow_promotion, locked=True
+            )
         except BaseException:
             registry.discard_undecided(job.model, registered.version)
             raise
@@ -265,5 +270,6 @@ def publish_router(
         {},
         lambda _: None,
         True,
+        locked=True,  # the segment flow holds the spec's promotion lock
     )
     return f"v{registered.version} {decision.outcome}"

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from conveyor.registry import SEGMENT_OF  # version (and model) tag: the spec a segment model belongs to
 from conveyor.spec import PipelineSpec
 
 ALL_ROWS = "all_rows"  # `<name>.all_rows`: trained on every row; serves small and unknown segments
 ROUTER_KIND = "segment-router"  # the `conveyor.kind` tag of a router version of `<name>`
 ROUTES_FILE = "routes.json"
-SEGMENT_OF = "conveyor.segment_of"  # version tag: the parent model a segment model belongs to
 SEGMENT = "conveyor.segment"  # version tag: `store=3`
 SERVED_BY = "served_by"  # the column naming the model version that scored a row
 

@@ -194,3 +194,33 @@ def test_each_segment_is_gated_on_its_own_holdout(
     shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("store=")}
     assert "v1" in shown["store=a"] and "v2 rejected" in shown["store=a"] and "roc_auc" in shown["store=a"]
     assert "v2 promoted" in shown["store=b"] and "stale" in shown["store=d"] and "stale" not in shown["store=c"]
+
+
+def test_a_segment_model_is_guarded_by_its_specs_lock(project: Path, segmented: dict) -> None:
+    """The segment flow holds one lock, its spec's, over the whole fan-out: a rollback of one
+    segment model waits for that lock, not for a lock of its own."""
+    import threading
+
+    from conveyor.errors import RegistryError
+    from tasks.rollback import rollback
+
+    assert registry.lock_subject("churn.store-a") == "churn"
+    assert registry.lock_subject("churn.all_rows") == "churn"
+    assert registry.lock_subject("churn") == "churn"
+
+    outcome: list[BaseException] = []
+
+    def roll() -> None:
+        try:
+            rollback("churn.store-a", "ana", "checking the lock")
+        except BaseException as exc:  # v1 has no previous champion: refused, once it has the lock
+            outcome.append(exc)
+
+    with registry.promotion_lock("churn"):
+        waiter = threading.Thread(target=roll)
+        waiter.start()
+        waiter.join(2.0)
+        assert waiter.is_alive(), "the rollback did not wait for the spec's lock"
+    waiter.join(60)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], RegistryError) and "no previous champion" in str(outcome[0])
