@@ -39,13 +39,9 @@ up: data/.written ## Start Prefect + MLflow servers and a worker on 127.0.0.1, d
 down: ## Stop exactly what `make up` started
 	$(BIN)/conveyor down
 
-# Worker processes for `make test` (pytest-xdist): most of the suite's time is spent waiting on
-# servers, workers and subprocesses, so three share this 2-core machine well.
-TEST_WORKERS ?= 3
-
 .PHONY: test
-test: $(BIN)/conveyor ## Run the whole test suite (TEST_WORKERS=3 worker processes)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+test: $(BIN)/conveyor ## Run the whole test suite
+	$(BIN)/pytest
 
 .PHONY: test-realdata
 test-realdata: $(BIN)/conveyor ## The real-data corpus only (34 public tables, several minutes)

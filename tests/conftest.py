@@ -45,24 +45,6 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[POSTGRES_ENV] = url
 
 
-# `make test` runs the suite on worker processes (pytest-xdist, `--dist loadgroup`). The modules on
-# the e2e session's shared stack run in one worker (one stack, started once); every other module
-# runs whole on one worker, so its module fixtures (trained templates) are built once.
-SHARED_STACK_GROUP = "shared-stack"
-
-
-def xdist_group(item: pytest.Item) -> str:
-    uses_shared_stack = "session_stack" in getattr(item, "fixturenames", ())
-    on_shared_profile = item.nodeid.startswith("tests/e2e/test_stack.py") and "[sqlite]" in item.nodeid
-    return SHARED_STACK_GROUP if uses_shared_stack or on_shared_profile else item.nodeid.split("::")[0]
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """A PostgreSQL server for the tests that need one (skipped, saying how to get one, without)."""
