@@ -13,6 +13,7 @@ bad request never fails the others.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -23,12 +24,21 @@ from app.serving.fleet import Loaded
 Outputs = dict[str, pa.Array]
 
 
+@dataclass
+class _Batch:
+    """The requests waiting for one loaded version, and how many rows they hold."""
+
+    loaded: Loaded
+    items: list[tuple[pd.DataFrame, asyncio.Future[Outputs]]] = field(default_factory=list)
+    rows: int = 0
+
+
 class Batcher:
     """Per loaded version, the requests waiting to be scored together on this event loop."""
 
     def __init__(self, max_rows: int = 1024) -> None:
         self.max_rows = max_rows
-        self._waiting: dict[int, tuple[Loaded, list[tuple[pd.DataFrame, asyncio.Future[Outputs]]]]] = {}
+        self._waiting: dict[int, _Batch] = {}
         self.batches = 0  # scored batches, and the requests in them: what batching saved
         self.requests = 0
 
@@ -38,21 +48,22 @@ class Batcher:
         future: asyncio.Future[Outputs] = loop.create_future()
         key = id(loaded)
         batch = self._waiting.get(key)
-        if batch is None or sum(len(f) for f, _ in batch[1]) + len(frame) > self.max_rows:
+        if batch is None or batch.rows + len(frame) > self.max_rows:
             if batch is not None:  # full: score it now, start another
                 self._run(key)
-            batch = self._waiting[key] = (loaded, [])
+            batch = self._waiting[key] = _Batch(loaded)
             # Two turns of the loop: the handlers already scheduled reach this point and join.
             loop.call_soon(loop.call_soon, self._run, key)
-        batch[1].append((frame, future))
+        batch.items.append((frame, future))
+        batch.rows += len(frame)
         return await future
 
     def _run(self, key: int) -> None:
         batch = self._waiting.pop(key, None)
         if batch is None:  # already scored (it filled up)
             return
-        loaded, items = batch
-        live = [(frame, future) for frame, future in items if not future.done()]  # a client gone: skip
+        loaded = batch.loaded
+        live = [(frame, future) for frame, future in batch.items if not future.done()]  # a client gone: skip
         if not live:
             return
         self.batches += 1
