@@ -35,40 +35,43 @@ def train(
 
         data_path = None if data is None else user_path(data, Path.cwd())
         raise typer.Exit(train_specs(specs, data_path, not no_promote, parallel, dask or None))
-    from conveyor.orchestration import start_temporary_api
+    from conveyor.orchestration import begin_temporary_api, one_prefect_api
+    from conveyor.spec import find_spec
 
-    server_started = start_temporary_api()  # its start-up overlaps the work below
+    run_or_exit(lambda: find_spec(specs[0]))  # a spec that does not load is refused now, before any server starts
+    starting = begin_temporary_api()  # its start-up overlaps the imports and the store's opening below
     from flows.training import training_flow
 
     _open_local_store()
-    server_started()
+    with one_prefect_api(starting):
+        raise typer.Exit(_train_one(training_flow, specs[0], data, no_promote))
 
-    worst = 0
-    for spec in specs:
-        # A path typed here is the working directory's; the flow resolves relative ones from the project root.
-        data_path = None if data is None else user_path(data, Path.cwd())
-        state: Any = training_flow(spec=spec, data_path=data_path, allow_promotion=not no_promote, return_state=True)
-        try:
-            # The flow returns a Completed state carrying the outcome; the run's final state is
-            # that state, and its result is the outcome dict.
-            result = cast("dict[str, Any]", state.result())
-        except BaseException as exc:  # the flow's own exception, re-raised from its final state
-            if not isinstance(exc, ConveyorError):
-                raise
-            report_error(exc)
-            worst = max(worst, exit_code_of(exc))
-            continue
-        if result.get("reused") or result.get("version") is None:  # nothing trained: the run's one line says why
-            say(f"{result['model']}: {result.get('message') or result['reason']}")
-            continue
-        champion = result["champion"] or "none"
-        value = result["value"]
-        shown = "n/a" if value is None else f"{value:.4f}"
-        say(
-            f"{result['model']} v{result['version']}: {result['outcome']} "
-            f"({result['metric']} {shown}; champion v{champion}). {result['reason']}"
-        )
-    raise typer.Exit(worst)
+
+def _train_one(training_flow: Any, spec: str, data: str | None, no_promote: bool) -> int:
+    """One spec's training flow run, its line printed; its exit code."""
+    # A path typed here is the working directory's; the flow resolves relative ones from the project root.
+    data_path = None if data is None else user_path(data, Path.cwd())
+    state: Any = training_flow(spec=spec, data_path=data_path, allow_promotion=not no_promote, return_state=True)
+    try:
+        # The flow returns a Completed state carrying the outcome; the run's final state is
+        # that state, and its result is the outcome dict.
+        result = cast("dict[str, Any]", state.result())
+    except BaseException as exc:  # the flow's own exception, re-raised from its final state
+        if not isinstance(exc, ConveyorError):
+            raise
+        report_error(exc)
+        return exit_code_of(exc)
+    if result.get("reused") or result.get("version") is None:  # nothing trained: the run's one line says why
+        say(f"{result['model']}: {result.get('message') or result['reason']}")
+        return 0
+    champion = result["champion"] or "none"
+    value = result["value"]
+    shown = "n/a" if value is None else f"{value:.4f}"
+    say(
+        f"{result['model']} v{result['version']}: {result['outcome']} "
+        f"({result['metric']} {shown}; champion v{champion}). {result['reason']}"
+    )
+    return 0
 
 
 def _open_local_store() -> None:

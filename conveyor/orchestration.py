@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
@@ -15,7 +14,8 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from conveyor import locks
-from conveyor.errors import UnreachableError, retry_unless_expected
+from conveyor.errors import retry_unless_expected
+from conveyor.temporary_api import TemporaryAPI
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +80,30 @@ def fanout_task_runner(dask: bool | None = None, max_workers: int | None = None)
     )
 
 
+def begin_temporary_api() -> TemporaryAPI | None:
+    """Start the embedded mode's temporary Prefect server now, or None when PREFECT_API_URL names one.
+
+    Its seconds of start-up (its own process: imports, database) then overlap this process's
+    imports; hand it to `one_prefect_api`, which waits for it before the first flow run.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    return TemporaryAPI().begin()
+
+
 @contextlib.contextmanager
-def one_prefect_api() -> Iterator[str]:
+def one_prefect_api(started: TemporaryAPI | None = None) -> Iterator[str]:
     """Every flow run in the block talks to one Prefect API; started here once when none is set.
 
-    Without `PREFECT_API_URL` each process starts its own temporary server (seconds each): a
-    Dask worker process would start one per worker and record its runs there, out of sight. In
-    the block the temporary server is started once and named in the settings, which Prefect
-    passes to the tasks it sends to Dask workers, and in the environment, which processes
-    started in the block inherit. A temporary server listens on 127.0.0.1: workers on other
-    machines need a real server (`conveyor up`) named by `PREFECT_API_URL`.
+    Without `PREFECT_API_URL` each process would start its own temporary server (seconds each):
+    a Dask worker process would start one per worker and record its runs there, out of sight. In
+    the block one temporary server (`started`, or one started here) is named in the settings,
+    which Prefect passes to the tasks it sends to Dask workers, and in the environment, which
+    processes started in the block inherit; it stops when the block ends. Locks stay file locks
+    (conveyor.locks knows this server). A temporary server listens on 127.0.0.1: workers on
+    other machines need a real server (`conveyor up`) named by `PREFECT_API_URL`.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -97,56 +111,34 @@ def one_prefect_api() -> Iterator[str]:
     if url:
         yield str(url)
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # one per process; stopped when the process exits
+    server = started or TemporaryAPI().begin()
     try:
-        server.start()
-    except RuntimeError as exc:
-        raise UnreachableError(
-            f"Prefect's temporary server did not start ({str(exc).splitlines()[0]}); "
-            "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or run `conveyor up`"
-        ) from None
-    before = {key: os.environ.get(key) for key in ("PREFECT_API_URL", locks.TEMPORARY_API)}
-    os.environ["PREFECT_API_URL"] = os.environ[locks.TEMPORARY_API] = server.api_url  # locks stay file locks
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def start_temporary_api() -> Callable[[], None]:
-    """Begin starting the embedded mode's temporary Prefect server in a thread and return a wait.
-
-    The server's seconds of start-up (its own process: imports, database) then overlap this
-    process's imports; call the wait before the first flow run. It is Prefect's own per-process
-    server, which the flow finds running: PREFECT_API_URL stays unset, so the embedded mode keeps
-    its file locks. Nothing is started when PREFECT_API_URL names a server; a failed start is left
-    to the flow's own attempt, which reports it.
-    """
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return lambda: None
-
-    from prefect.server.api.server import SubprocessASGIServer  # here: imports in two threads can deadlock
-
-    def start() -> None:
-        server = SubprocessASGIServer()
+        api_url = server.wait()
+        before = {key: os.environ.get(key) for key in ("PREFECT_API_URL", locks.TEMPORARY_API)}
+        os.environ["PREFECT_API_URL"] = os.environ[locks.TEMPORARY_API] = api_url
         try:
-            server.start()
-        except Exception:  # stop what did not answer in time: the flow's own start begins afresh
-            with contextlib.suppress(Exception):
-                server.stop()
+            with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                yield api_url
+        finally:
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        _drain_to_api()
+        server.stop()
 
-    thread = threading.Thread(target=start, name="conveyor-prefect-start", daemon=True)
-    thread.start()
-    return thread.join
+
+def _drain_to_api() -> None:
+    """Send the logs and events still queued for the API (Prefect's own harness does this
+    before stopping its server); otherwise they fail against a stopped server at exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=5)
 
 
 def slot_timeout() -> float:

@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from pydantic import Field
 
-from conveyor import audit, links, registry
+from conveyor import audit, links, locks, registry
 from conveyor.errors import ConveyorError
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec, find_spec
@@ -36,8 +36,10 @@ class ApprovalForm(RunInput):
 
 
 def on_server() -> bool:
-    """A Prefect server a person can open (the stack), not a temporary one (PREFECT_API_URL set)."""
-    return bool(os.environ.get("PREFECT_API_URL"))
+    """A Prefect server a person can open (the stack): PREFECT_API_URL set, and not the temporary
+    server a command started for itself (conveyor.orchestration.one_prefect_api)."""
+    url = os.environ.get("PREFECT_API_URL")
+    return bool(url) and url != os.environ.get(locks.TEMPORARY_API)
 
 
 def approval_description(spec: PipelineSpec, version: str, needed_more: int) -> str:

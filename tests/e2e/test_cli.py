@@ -96,6 +96,16 @@ def test_rerun_changes_nothing_and_worse_or_failing_models_exit_nonzero(fresh: P
     assert "champion v1" in shown.stdout
 
 
+def test_a_spec_that_does_not_load_is_refused_before_any_server_starts(fresh: Path) -> None:
+    """In the embedded mode, a typo in the spec is answered without starting Prefect or MLflow."""
+    (fresh / "pipelines" / "penguins.yaml").write_text(FIVE_LINES + "modle: {}\n")
+    result = run(fresh, "train", "penguins")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: {fresh / 'pipelines' / 'penguins.yaml'}: unknown key 'modle'"
+    assert not (fresh / ".prefect" / "prefect.db").exists()  # no temporary Prefect server was started
+    assert not (fresh / ".conveyor" / "mlflow.db").exists()  # nor the MLflow store opened
+
+
 @pytest.mark.parametrize(
     ("spec_text", "code", "message"),
     [

@@ -1,0 +1,123 @@
+"""The embedded mode's temporary Prefect server, started without importing Prefect's server code.
+
+Without `PREFECT_API_URL`, Prefect starts a temporary server per process through
+`prefect.server.api.server.SubprocessASGIServer`. Importing that module in the command's own
+process costs about 2.4 s here (the whole server application), only to launch a subprocess that
+imports it again. This starts the same subprocess, with the same command line and environment,
+from the client side: the command's process never imports the server.
+
+The server dies with the command: it is stopped when its block ends, and at exit otherwise.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from conveyor.errors import UnreachableError
+
+# What Prefect's own launcher sets: no UI, and the server knows it is a temporary one.
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+STARTUP_FAILED = 3  # uvicorn's exit code when start-up fails, a port taken since it was chosen included
+ATTEMPTS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TemporaryAPI:
+    """One temporary Prefect server: `begin` starts its process, `wait` returns its API URL once it answers."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's errors, kept for the message
+        self._ready = False
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def begin(self) -> TemporaryAPI:
+        """Start the server's process and return at once: its start-up overlaps the caller's work."""
+        import prefect
+        from prefect.logging import get_logger
+        from prefect.settings import get_current_settings
+
+        self.port = _free_port()
+        env = {**os.environ, **SERVER_ENV, **get_current_settings().to_environment_variables(exclude_unset=True)}
+        env.pop("PREFECT_API_URL", None)
+        command = [
+            *(sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent)),
+            *("--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)),
+            *("--log-level", "error", "--lifespan", "on"),
+        ]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        get_logger("temporary_server").info("Starting temporary server on http://127.0.0.1:%s", self.port)
+        atexit.register(self.stop)
+        return self
+
+    def wait(self) -> str:
+        """The API URL once `/health` answers; UnreachableError naming the cause when it never does."""
+        if self._ready:
+            return self.api_url
+        import httpx
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        timeout = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        deadline = time.monotonic() + timeout
+        attempts = 1
+        while time.monotonic() < deadline:
+            assert self.process is not None, "begin() first"
+            code = self.process.poll()
+            if code == STARTUP_FAILED and "address already in use" in self._errors() and attempts < ATTEMPTS:
+                attempts += 1
+                self.begin()
+                continue
+            if code is not None:
+                raise UnreachableError(f"Prefect's temporary server exited with code {code}: {self._last_error()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    self._ready = True
+                    return self.api_url
+            time.sleep(0.1)
+        self.stop()
+        raise UnreachableError(
+            f"Prefect's temporary server did not answer within {timeout:.0f} s; "
+            "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or run `conveyor up`"
+        )
+
+    def stop(self) -> None:
+        """Terminate the server (killed after 5 s); safe to call twice."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._ready = False
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self.stop)
+
+    def _errors(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def _last_error(self) -> str:
+        """The last exception line of its output (the cause), else its last line."""
+        lines = self._errors().strip().splitlines()
+        causes = [line for line in lines if re.match(r"[\w.]+(Error|Exception): ", line)]
+        return (causes or lines or ["no output"])[-1]
