@@ -78,20 +78,21 @@ class TemporaryAPI:
         timeout = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         deadline = time.monotonic() + timeout
         attempts = 1
-        while time.monotonic() < deadline:
-            assert self.process is not None, "begin() first"
-            code = self.process.poll()
-            if code == STARTUP_FAILED and "address already in use" in self._errors() and attempts < ATTEMPTS:
-                attempts += 1
-                self.begin()
-                continue
-            if code is not None:
-                raise UnreachableError(f"Prefect's temporary server exited with code {code}: {self._last_error()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    self._ready = True
-                    return self.api_url
-            time.sleep(0.1)
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                assert self.process is not None, "begin() first"
+                code = self.process.poll()
+                if code == STARTUP_FAILED and "address already in use" in self._errors() and attempts < ATTEMPTS:
+                    attempts += 1
+                    self.begin()
+                    continue
+                if code is not None:
+                    raise UnreachableError(f"Prefect's temporary server exited with code {code}: {self._last_error()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        self._ready = True
+                        return self.api_url
+                time.sleep(0.1)
         self.stop()
         raise UnreachableError(
             f"Prefect's temporary server did not answer within {timeout:.0f} s; "
