@@ -14,7 +14,7 @@ def train_specs(
     specs: list[str], data_path: str | None, allow_promotion: bool, parallel: int | None, dask: bool | None
 ) -> int:
     """Train several specs under one parent flow run; print one row per model; the worst exit code."""
-    from conveyor.orchestration import one_prefect_api
+    from conveyor.temporary_api import one_prefect_api
     from flows.fleet import train_many
 
     try:

@@ -9,6 +9,7 @@ import typer
 
 from app.console import Verbose, flow_result, quiet_prefect, say
 from conveyor.settings import user_path
+from conveyor.temporary_api import begin_temporary_api, one_prefect_api
 
 
 def _shown(path: str) -> str:
@@ -27,16 +28,18 @@ def score(
 ) -> None:
     """Score a file with the champion (or --version), streamed; every row is logged."""
     quiet_prefect(verbose)
+    starting = begin_temporary_api()  # its start-up overlaps the imports below
     from flows.scoring import scoring_flow
 
-    state = scoring_flow(
-        model=name,
-        input_path=user_path(input, Path.cwd()),
-        output_path=user_path(output, Path.cwd()),
-        version=version,
-        chunk_rows=chunk_rows,
-        return_state=True,
-    )
+    with one_prefect_api(starting):
+        state = scoring_flow(
+            model=name,
+            input_path=user_path(input, Path.cwd()),
+            output_path=user_path(output, Path.cwd()),
+            version=version,
+            chunk_rows=chunk_rows,
+            return_state=True,
+        )
     result = flow_result(state)
     alias = f" ({result['alias']})" if result["alias"] else ""
     say(
@@ -54,9 +57,12 @@ def feedback(
 ) -> None:
     """Record true outcomes by id (late, partial or repeated: the last label per id counts)."""
     quiet_prefect(verbose)
+    starting = begin_temporary_api()
     from flows.scoring import feedback_flow
 
-    result = flow_result(feedback_flow(model=name, labels_path=user_path(labels, Path.cwd()), return_state=True))
+    with one_prefect_api(starting):
+        state = feedback_flow(model=name, labels_path=user_path(labels, Path.cwd()), return_state=True)
+    result = flow_result(state)
     skipped = f" ({result['skipped']} rows skipped: no id or no label)" if result["skipped"] else ""
     say(
         f"{result['model']}: {result['recorded']:,} labels recorded from "
@@ -75,9 +81,12 @@ def monitor(
 ) -> None:
     """Compare recent predictions with the champion's training profile; measure real performance."""
     quiet_prefect(verbose)
+    starting = begin_temporary_api()
     from flows.monitoring import monitoring_flow
 
-    result = flow_result(monitoring_flow(model=name, since_hours=since_hours, window=window, return_state=True))
+    with one_prefect_api(starting):
+        state = monitoring_flow(model=name, since_hours=since_hours, window=window, return_state=True)
+    result = flow_result(state)
     drifted = ", ".join(result["drifted_features"]) or "none"
     say(f"{result['model']} v{result['version']}: drifted features: {drifted}")
     if result["degraded"]:
@@ -89,9 +98,12 @@ def monitor(
 def watch(verbose: Verbose = False) -> None:
     """Announce new data for every spec (conveyor.data.arrived), once per data digest."""
     quiet_prefect(verbose)
+    starting = begin_temporary_api()
     from flows.watch import watch_flow
 
-    for item in flow_result(watch_flow(return_state=True)):
+    with one_prefect_api(starting):
+        state = watch_flow(return_state=True)
+    for item in flow_result(state):
         say(f"{item['model']}: {item['status']}" + (f" ({item['reason']})" if "reason" in item else ""))
 
 

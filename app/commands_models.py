@@ -35,8 +35,8 @@ def train(
 
         data_path = None if data is None else user_path(data, Path.cwd())
         raise typer.Exit(train_specs(specs, data_path, not no_promote, parallel, dask or None))
-    from conveyor.orchestration import begin_temporary_api, one_prefect_api
     from conveyor.spec import find_spec
+    from conveyor.temporary_api import begin_temporary_api, one_prefect_api
 
     run_or_exit(lambda: find_spec(specs[0]))  # a spec that does not load is refused now, before any server starts
     starting = begin_temporary_api()  # its start-up overlaps the imports and the store's opening below

@@ -37,8 +37,10 @@ def prefect_flow_run_url(flow_run_id: str) -> str | None:
     """The flow run's page in the Prefect UI, when a Prefect server (not a temporary one) is in use."""
     from prefect.settings import get_current_settings
 
-    settings = get_current_settings()
-    if not flow_run_id or not settings.api.url:
+    from conveyor.locks import prefect_server_url
+
+    api = prefect_server_url()  # None for a command's own temporary server: its pages die with it
+    if not flow_run_id or api is None:
         return None
-    ui = settings.ui_url or str(settings.api.url).removesuffix("/api")
+    ui = get_current_settings().ui_url or api.removesuffix("/api")
     return f"{str(ui).rstrip('/')}/runs/flow-run/{quote(flow_run_id)}"

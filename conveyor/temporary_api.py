@@ -20,8 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from conveyor import locks
 from conveyor.errors import UnreachableError
 
 # What Prefect's own launcher sets: no UI, and the server knows it is a temporary one.
@@ -122,3 +124,64 @@ class TemporaryAPI:
         lines = self._errors().strip().splitlines()
         causes = [line for line in lines if re.match(r"[\w.]+(Error|Exception): ", line)]
         return (causes or lines or ["no output"])[-1]
+
+
+def begin_temporary_api() -> TemporaryAPI | None:
+    """Start the embedded mode's temporary Prefect server now, or None when PREFECT_API_URL names one.
+
+    Its seconds of start-up (its own process: imports, database) then overlap this process's
+    imports; hand it to `one_prefect_api`, which waits for it before the first flow run.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    return TemporaryAPI().begin()
+
+
+@contextlib.contextmanager
+def one_prefect_api(started: TemporaryAPI | None = None) -> Iterator[str]:
+    """Every flow run in the block talks to one Prefect API; started here once when none is set.
+
+    Without `PREFECT_API_URL` each process would start its own temporary server (seconds each):
+    a Dask worker process would start one per worker and record its runs there, out of sight. In
+    the block one temporary server (`started`, or one started here) is named in the settings,
+    which Prefect passes to the tasks it sends to Dask workers, and in the environment, which
+    processes started in the block inherit; it stops when the block ends. Locks stay file locks
+    (conveyor.locks knows this server). A temporary server listens on 127.0.0.1: workers on
+    other machines need a real server (`conveyor up`) named by `PREFECT_API_URL`.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()
+    if url:
+        yield str(url)
+        return
+    server = started or TemporaryAPI().begin()
+    try:
+        api_url = server.wait()
+        before = {key: os.environ.get(key) for key in ("PREFECT_API_URL", locks.TEMPORARY_API)}
+        os.environ["PREFECT_API_URL"] = os.environ[locks.TEMPORARY_API] = api_url
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                yield api_url
+        finally:
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        _drain_to_api()
+        server.stop()
+
+
+def _drain_to_api() -> None:
+    """Send the logs and events still queued for the API (Prefect's own harness does this
+    before stopping its server); otherwise they fail against a stopped server at exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=5)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,22 @@ def test_five_line_spec_trains_to_a_champion_with_no_setup(fresh: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "champion v1" in shown.stdout
     assert "promoted" in shown.stdout
+
+    # The loop's commands in the same mode: each flow run on the command's own temporary server,
+    # recorded in Prefect's database under PREFECT_HOME, as Prefect's own temporary server does.
+    write_csv(fresh, "incoming.csv", penguins(rows=80, seed=4).drop(columns=["species"]))
+    scored = run(fresh, "score", "penguins", "--input", "incoming.csv", "--output", "scored.csv")
+    assert scored.returncode == 0, scored.stderr
+    assert "80 rows scored" in scored.stdout and (fresh / "scored.csv").is_file()
+    monitored = run(fresh, "monitor", "penguins")
+    assert monitored.returncode == 0, monitored.stderr
+    assert "penguins v1: drifted features:" in monitored.stdout
+    with closing(sqlite3.connect(fresh / ".prefect" / "prefect.db")) as db:
+        flows = db.execute(
+            "SELECT flow.name, flow_run.state_name FROM flow_run JOIN flow ON flow.id = flow_run.flow_id"
+        )
+        assert sorted(flows) == [("monitoring", "Completed"), ("scoring", "Completed"), ("training", "Completed")]
+    assert "Traceback" not in scored.stderr + monitored.stderr
 
 
 def test_rerun_changes_nothing_and_worse_or_failing_models_exit_nonzero(fresh: Path, api_url: str) -> None:

@@ -9,10 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conveyor import locks
+from conveyor import links, locks
 from conveyor.errors import UnreachableError
-from conveyor.orchestration import begin_temporary_api, one_prefect_api
-from conveyor.temporary_api import TemporaryAPI
+from conveyor.temporary_api import TemporaryAPI, begin_temporary_api, one_prefect_api
 
 
 @pytest.fixture
@@ -51,6 +50,7 @@ def test_the_block_runs_on_its_own_server_which_keeps_file_locks_and_stops_after
         # A command's own server dies with it: no lock can live there, no person can answer a pause.
         assert locks.backend() == "file"
         assert not on_server()
+        assert links.prefect_flow_run_url("0f00") is None  # a page that would die with the command
     assert started.process is None
     assert not listening(url)
 
@@ -62,6 +62,7 @@ def test_a_named_api_is_used_as_it_is(embedded: Path, monkeypatch: pytest.Monkey
         assert begin_temporary_api() is None
         with one_prefect_api() as url:
             assert url == "http://127.0.0.1:9/api"
+            assert links.prefect_flow_run_url("0f00") == "http://127.0.0.1:9/runs/flow-run/0f00"
 
 
 def test_a_server_that_cannot_start_is_one_clear_error(embedded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
