@@ -107,6 +107,8 @@ def test_every_spec_becomes_a_scheduled_deployment_without_editing_prefect_yaml(
     from app.stack.config import StackConfig
     from app.stack.deploy_stamp import deployments_current
 
+    if stack.database_prefix is not None:
+        pytest.skip("deployments go through Prefect's API whatever its database: the SQLite stack covers them")
     specs = sorted(path.stem for path in (stack.root / "pipelines").glob("*.yaml"))
     listed = {item["name"] for item in yaml.safe_load((stack.root / "prefect.yaml").read_text())["deployments"]}
     with stack.prefect() as client:
