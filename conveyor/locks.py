@@ -27,7 +27,7 @@ from conveyor.errors import BusyError
 
 logger = logging.getLogger(__name__)
 
-# Set by conveyor.orchestration.one_prefect_api to the temporary server it started: that API dies
+# Set by conveyor.temporary_api.one_prefect_api to the temporary server it started: that API dies
 # with its command, so it holds no lock another command could see; the file lock does.
 TEMPORARY_API = "CONVEYOR_TEMPORARY_PREFECT_API"
 

@@ -37,7 +37,7 @@ class ApprovalForm(RunInput):
 
 def on_server() -> bool:
     """A Prefect server a person can open (the stack): PREFECT_API_URL set, and not the temporary
-    server a command started for itself (conveyor.orchestration.one_prefect_api)."""
+    server a command started for itself (conveyor.temporary_api.one_prefect_api)."""
     url = os.environ.get("PREFECT_API_URL")
     return bool(url) and url != os.environ.get(locks.TEMPORARY_API)
 
