@@ -203,6 +203,11 @@ class SegmentSpec(_Section):
 
     by: tuple[str, ...]
     min_rows: int = Field(200, ge=1, description="A smaller segment is served by the all-rows model.")
+    fallback_rows: int = Field(
+        100_000,
+        ge=1,
+        description="The all-rows model trains on a fixed sample of this many rows when the data has more.",
+    )
 
     @field_validator("by", mode="before")
     @classmethod

@@ -117,6 +117,7 @@ def train_segment_model(
                 "estimator": spec.estimator_path,
                 "segment": job.label,
                 "rows": len(job.frame),
+                **({"sampled_from": job.source_rows} if job.source_rows > len(job.frame) else {}),
                 "train_rows": len(split.X_train),
                 "test_rows": len(split.X_test),
                 **{f"best.{key}": value for key, value in best_params.items()},
@@ -196,12 +197,29 @@ def train_segment_model(
     )
 
 
-@task(name="train_segment", task_run_name="train-{job.label}", cache_policy=NO_CACHE)
-def train_segment(
-    spec: PipelineSpec, job: SegmentJob, lineage: Lineage, allow_promotion: bool, flow_run_id: str
-) -> SegmentOutcome:
-    """One segment's model: trained, gated against its own champion, registered, decided."""
-    return train_segment_model(spec, job, lineage, allow_promotion, flow_run_id)
+def train_segment_models(
+    spec: PipelineSpec, jobs: list[tuple[SegmentJob, Lineage]], allow_promotion: bool, flow_run_id: str
+) -> list[SegmentOutcome]:
+    """Several segments' models one after another; one segment's unexpected error does not stop
+    the others, and the first such error is raised once they are done."""
+    outcomes, error = [], None
+    for job, lineage in jobs:
+        try:
+            outcomes.append(train_segment_model(spec, job, lineage, allow_promotion, flow_run_id))
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return outcomes
+
+
+@task(name="train_segments", task_run_name="train-{label}", cache_policy=NO_CACHE)
+def train_segment_batch(
+    spec: PipelineSpec, jobs: list[tuple[SegmentJob, Lineage]], allow_promotion: bool, flow_run_id: str, label: str
+) -> list[SegmentOutcome]:
+    """A batch of segments' models (`label` names them): each trained, gated against its own
+    champion, registered and decided (`train_segment_models`)."""
+    return train_segment_models(spec, jobs, allow_promotion, flow_run_id)
 
 
 def current_routes(name: str) -> tuple[str | None, dict[str, Any] | None]:

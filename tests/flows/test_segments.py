@@ -224,3 +224,33 @@ def test_a_segment_model_is_guarded_by_its_specs_lock(project: Path, segmented: 
     waiter.join(60)
     assert not waiter.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], RegistryError) and "no previous champion" in str(outcome[0])
+
+
+@pytest.mark.timeout(1200)  # a lost cluster must fail the test, not hang the suite
+def test_segments_train_in_batches_on_a_dask_local_cluster(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dask worker processes train the segments in batches (one batch of two stores per worker
+    here), the all-rows model in a task of its own and on a fixed sample above `fallback_rows`."""
+    import flows.segments
+
+    monkeypatch.setenv("CONVEYOR_DASK", "1")
+    monkeypatch.setenv("CONVEYOR_WORKERS", "2")
+    monkeypatch.setattr(flows.segments, "TASKS_PER_WORKER", 1)
+    write_csv(project, "data/train.csv", first_data())
+    segments = {**SEGMENTS, "segments": {**SEGMENTS["segments"], "fallback_rows": 1000}}
+    result = training_flow(spec=str(write_spec(project, "churn", "../data/train.csv", **segments)))
+
+    assert result["outcome"] == "promoted" and champion("churn") == "1"
+    assert {store: champion(f"churn.store-{store}") for store in SIGNS} == dict.fromkeys(SIGNS, "1")
+    fallback = registry.alias_version("churn.all_rows", registry.CHAMPION)
+    assert fallback is not None
+    run = registry.client().get_run(fallback.run_id)
+    assert run.data.params["rows"] == "1000" and run.data.params["sampled_from"] == str(len(first_data()))
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = run.data.tags["conveyor.prefect_flow_run_id"]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    trained = sorted(t.name for t in task_runs if t.name.startswith("train-"))
+    assert trained == ["train-all rows", "train-store=a..store=b (2)", "train-store=c..store=d (2)"]
+    assert all(t.state is not None and t.state.is_completed() for t in task_runs if t.name.startswith("train-"))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyClassifier
 
 from conveyor import registry
-from tasks.segments import SegmentRouter, frame_digest, segment_key, segment_model_name
+from conveyor.spec import PipelineSpec, load_spec
+from tasks.segments import SegmentRouter, frame_digest, plan_segments, segment_key, segment_model_name
 
 
 @pytest.mark.parametrize("value", ["3", 3, 3.0, "a b", "a_b", "Zürich", "", "x/y'z"])
@@ -66,3 +69,53 @@ def test_the_router_sends_each_row_to_its_segment_and_the_rest_to_the_fallback()
     np.testing.assert_allclose(proba[0], [0, 1, 0])  # store b's one class lands in its own column
     assert list(router.served_by(frame)) == ["m.store-b v1", "m.store-a v2", "m.all_rows v1", "m.store-a v2"]
     assert sorted(set(loaded)) == sorted(models) and len(loaded) == 3  # each model loaded once
+
+
+def _sales(tmp_path: Path, segments: str) -> PipelineSpec:
+    path = tmp_path / "sales.yaml"
+    path.write_text(f"name: sales\ndata: {{path: data.csv, target: label}}\nsegments: {segments}\n")
+    return load_spec(path)
+
+
+def test_the_all_rows_model_trains_on_a_fixed_sample_above_its_row_cap(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "store": np.repeat(["a", "b", "c"], [700, 500, 40]),
+            "x": rng.normal(size=1240),
+            "label": rng.choice(["no", "yes"], size=1240),
+        }
+    )
+    plan = plan_segments(_sales(tmp_path, "{by: store, min_rows: 100, fallback_rows: 1000}"), frame)
+    fallback, *segments = plan.jobs
+    assert fallback.key is None and len(fallback.frame) == 1000 and fallback.source_rows == 1240
+    assert fallback.frame.index.is_monotonic_increasing  # the rows keep their order (time splits)
+    assert set(fallback.frame["store"]) == {"a", "b", "c"}
+    # The same rows every time, and the digest is every row's: a change anywhere retrains it.
+    again = plan_segments(_sales(tmp_path, "{by: store, min_rows: 100, fallback_rows: 1000}"), frame).jobs[0]
+    assert again.frame.index.equals(fallback.frame.index)
+    assert fallback.digest == frame_digest(frame)
+    # The segments keep all their rows; under the cap nothing is sampled.
+    assert [len(job.frame) for job in segments] == [700, 500] and plan.small == {"store=c": 40}
+    whole = plan_segments(_sales(tmp_path, "{by: store, min_rows: 100}"), frame).jobs[0]
+    assert len(whole.frame) == whole.source_rows == 1240
+
+
+def test_segments_are_one_per_task_on_threads_and_batched_on_other_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.segments import batch_label, batches
+
+    frame = pd.DataFrame({"store": np.repeat([f"s{i:02d}" for i in range(20)], 10), "x": 0.0, "label": "no"})
+    plan = plan_segments(_sales(tmp_path, "{by: store, min_rows: 5}"), frame)
+    pending = [(job, None) for job in plan.jobs]
+    assert batches(pending, ThreadPoolTaskRunner(max_workers=2)) == [[item] for item in pending]
+    monkeypatch.setenv("CONVEYOR_WORKERS", "2")
+    batched = batches(pending, DaskTaskRunner())  # not started: only its kind matters
+    assert batched[0] == [pending[0]] and batch_label(batched[0]) == "all rows"
+    assert [len(batch) for batch in batched[1:]] == [3] * 6 + [2]  # 20 segments, about 4 tasks per worker
+    assert [item for batch in batched for item in batch] == pending  # each once, in order
+    assert batch_label(batched[1]) == "store=s00..store=s02 (3)"
