@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from conveyor.errors import SpecError
-from tasks.contracts.expectations import DUPLICATES
+from tasks.contracts.expectations import BETWEEN, DUPLICATES
 
 
 def gx_suite(expectations: list[dict[str, Any]]) -> Any:
@@ -112,12 +113,25 @@ def gx_results(
     expectations that failed run again with SUMMARY results, for examples and row numbers.
     """
     via_gx = [i for i, item in enumerate(expectations) if not _fast_path(item)]
+    ranged = {
+        i
+        for i in via_gx
+        if expectations[i]["type"] == BETWEEN and expectations[i].get("kwargs", {}).get("column") in frame.columns
+    }
+    narrow = _narrow_numbers(frame, {expectations[i]["kwargs"]["column"] for i in ranged})
+    widen = sorted(i for i in ranged if expectations[i]["kwargs"]["column"] in narrow)
     validator = gx_validator(frame)
-    first = run_gx(validator, [expectations[i] for i in via_gx], "BOOLEAN_ONLY")
-    broken = [via_gx[k] for k, result in sorted(first.items()) if not result.success]
+    broken: list[int] = []
+    for data, indexes in ((validator, [i for i in via_gx if i not in set(widen)]), (None, widen)):
+        if indexes:
+            checker = data or gx_validator(widened_numbers(frame, narrow))
+            first = run_gx(checker, [expectations[i] for i in indexes], "BOOLEAN_ONLY")
+            broken += [indexes[k] for k, result in first.items() if not result.success]
+    broken.sort()
     failed: list[tuple[int, dict[str, Any]]] = []
     errors: dict[int, str] = {}
     summary = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+    # What failed runs again, on the data as it is, for its examples and row numbers.
     for k, result in sorted(run_gx(validator, [expectations[i] for i in broken], summary).items()):
         if (raised := _exception(result)) is not None:
             errors[broken[k]] = raised
@@ -129,3 +143,24 @@ def gx_results(
             if not passed:
                 failed.append((index, {"unexpected_count": involved, "repeats": repeats}))
     return failed, errors
+
+
+def _narrow_numbers(frame: pd.DataFrame, columns: set[str]) -> list[str]:
+    """Of `columns`, those with a NumPy float or integer dtype under 64 bits: GX checks their
+    range value by value in Python (its vectorised path takes only int64 and float64; 0.18 s
+    against 0.02 s for 500,000 float32 values here)."""
+    return [
+        column
+        for column in frame.columns
+        if column in columns
+        and isinstance(frame[column].dtype, np.dtype)
+        and frame[column].dtype.kind in "fiu"
+        and frame[column].dtype.itemsize < 8
+    ]
+
+
+def widened_numbers(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The frame with `columns` at 64 bits (floats to float64, integers to int64: every value
+    the same), for GX's range checks only; type checks still see the data's own dtypes."""
+    wide = {column: "float64" if frame[column].dtype.kind == "f" else "int64" for column in columns}
+    return frame.astype(wide) if wide else frame
