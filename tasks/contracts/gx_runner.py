@@ -120,14 +120,15 @@ def gx_results(
     }
     narrow = _narrow_numbers(frame, {expectations[i]["kwargs"]["column"] for i in ranged})
     widen = sorted(i for i in ranged if expectations[i]["kwargs"]["column"] in narrow)
-    validator = gx_validator(frame)
     broken: list[int] = []
-    for data, indexes in ((validator, [i for i in via_gx if i not in set(widen)]), (None, widen)):
-        if indexes:
-            checker = data or gx_validator(widened_numbers(frame, narrow))
-            first = run_gx(checker, [expectations[i] for i in indexes], "BOOLEAN_ONLY")
-            broken += [indexes[k] for k, result in first.items() if not result.success]
-    broken.sort()
+    if widen:  # first: GX keeps the last context it made (and its frame) alive after we are done
+        first = run_gx(gx_validator(widened_numbers(frame, narrow)), [expectations[i] for i in widen], "BOOLEAN_ONLY")
+        broken += [widen[k] for k, result in first.items() if not result.success]
+    validator = gx_validator(frame)
+    widened = set(widen)
+    rest = [i for i in via_gx if i not in widened]
+    first = run_gx(validator, [expectations[i] for i in rest], "BOOLEAN_ONLY")
+    broken = sorted(broken + [rest[k] for k, result in first.items() if not result.success])
     failed: list[tuple[int, dict[str, Any]]] = []
     errors: dict[int, str] = {}
     summary = {"result_format": "SUMMARY", "partial_unexpected_count": 20}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -553,17 +555,20 @@ def test_narrow_number_columns_get_the_same_results_as_gx_gives_them(monkeypatch
     ]
     from tasks.contracts import gx_runner
 
-    handed: list[list[str]] = []
+    handed: list[tuple[list[str], weakref.ref[pd.DataFrame]]] = []
 
     def recording(data: pd.DataFrame) -> object:
-        handed.append([str(t) for t in data.dtypes])
+        handed.append(([str(t) for t in data.dtypes], weakref.ref(data)))
         return gx_validator(data)
 
     monkeypatch.setattr(gx_runner, "gx_validator", recording)
     failed, errors = gx_results(frame, expectations)
     monkeypatch.undo()
-    # Two validators: the data as it is, and the range-checked narrow columns at 64 bits.
-    assert handed == [["float32", "int16", "uint8", "float64"], ["float64", "int64", "int64", "float64"]]
+    # Two validators: the range-checked narrow columns at 64 bits, then the data as it is.
+    dtypes = [kinds for kinds, _ in handed]
+    assert dtypes == [["float64", "int64", "int64", "float64"], ["float32", "int16", "uint8", "float64"]]
+    gc.collect()
+    assert handed[0][1]() is None  # the widened copy is not kept (GX keeps its last context alive)
     reference = run_gx(gx_validator(frame), expectations, {"result_format": "SUMMARY", "partial_unexpected_count": 20})
     assert not errors
     assert [index for index, _ in failed] == [k for k, result in sorted(reference.items()) if not result.success]
