@@ -4,6 +4,7 @@ champion; then the router version of `<name>` that serves them all, when a segme
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -66,9 +67,18 @@ def batches(pending: Batch, runner: TaskRunner[Any]) -> list[Batch]:
         return [[item] for item in pending]
     first = [item for item in pending if item[0].key is None]
     rest = [item for item in pending if item[0].key is not None]
-    workers = orchestration.worker_count()
-    size = max(1, -(-len(rest) // (workers * TASKS_PER_WORKER)))
+    size = max(1, -(-len(rest) // (_workers(runner) * TASKS_PER_WORKER)))
     return [[item] for item in first] + [rest[i : i + size] for i in range(0, len(rest), size)]
+
+
+def _workers(runner: TaskRunner[Any]) -> int:
+    """The workers of a started Dask runner's cluster (a cluster named by CONVEYOR_DASK_ADDRESS
+    may have many more than this machine's cores); else `CONVEYOR_WORKERS` or the cores."""
+    if getattr(runner, "_started", False) and hasattr(runner, "client"):  # a started DaskTaskRunner
+        with contextlib.suppress(Exception):  # a cluster that cannot say: the local count
+            if count := len(runner.client.scheduler_info()["workers"]):  # an adaptive one may have none yet
+                return count
+    return orchestration.worker_count()
 
 
 def batch_label(batch: Batch) -> str:

@@ -135,9 +135,9 @@ def plan_segments(spec: PipelineSpec, frame: pd.DataFrame) -> SegmentPlan:
 
 def fallback_sample(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
     """The all-rows model's training rows: all of them up to `cap`, else the same `cap` rows every
-    time (seeded), in their order. With a thousand stores the segment column's one-hot encoding
-    makes its fit scale with rows x stores: 33.5 s on 300,000 rows at 150 stores, 11.2 s on
-    100,000 (benchmarks/bench_fleet.py), for a model that serves the small and unknown segments."""
+    time (seeded), in their order. The segment column's one-hot encoding (up to 250 columns) makes
+    its fit grow with rows x stores: 33.5 s on 300,000 rows of benchmarks/bench_fleet.py's data at
+    150 stores, 11.2 s on 100,000, for a model that serves the small and unknown segments."""
     if len(frame) <= cap:
         return frame
     return frame.sample(n=cap, random_state=seed).sort_index()

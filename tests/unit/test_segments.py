@@ -119,3 +119,10 @@ def test_segments_are_one_per_task_on_threads_and_batched_on_other_processes(
     assert [len(batch) for batch in batched[1:]] == [3] * 6 + [2]  # 20 segments, about 4 tasks per worker
     assert [item for batch in batched for item in batch] == pending  # each once, in order
     assert batch_label(batched[1]) == "store=s00..store=s02 (3)"
+    # A started runner's cluster says how many workers it has (a named cluster may have many
+    # more than this machine's cores): 3 workers, about 4 tasks each, whatever CONVEYOR_WORKERS says.
+    monkeypatch.setenv("CONVEYOR_WORKERS", "1")
+    cluster = {"n_workers": 3, "processes": False, "threads_per_worker": 1, "dashboard_address": None}
+    with DaskTaskRunner(cluster_kwargs=cluster) as started:
+        on_cluster = batches(pending, started)
+    assert [len(batch) for batch in on_cluster[1:]] == [2] * 10
