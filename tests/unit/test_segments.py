@@ -114,7 +114,7 @@ def test_segments_are_one_per_task_on_threads_and_batched_on_other_processes(
     pending = [(job, None) for job in plan.jobs]
     assert batches(pending, ThreadPoolTaskRunner(max_workers=2)) == [[item] for item in pending]
     monkeypatch.setenv("CONVEYOR_WORKERS", "2")
-    batched = batches(pending, DaskTaskRunner())  # not started: only its kind matters
+    batched = batches(pending, DaskTaskRunner())  # not started: CONVEYOR_WORKERS sizes the batches
     assert batched[0] == [pending[0]] and batch_label(batched[0]) == "all rows"
     assert [len(batch) for batch in batched[1:]] == [3] * 6 + [2]  # 20 segments, about 4 tasks per worker
     assert [item for batch in batched for item in batch] == pending  # each once, in order
