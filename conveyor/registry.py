@@ -40,10 +40,35 @@ def client() -> Any:
     from mlflow import MlflowClient
 
     uri = settings.tracking_uri()
+    write_ahead_log(uri)
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+_WAL_DONE: set[str] = set()
+
+
+def write_ahead_log(uri: str) -> None:
+    """Put an embedded SQLite store in write-ahead-log mode, once per store and process (the mode
+    is kept in the file, so every process on it, an `mlflow server` too, uses it).
+
+    In SQLite's default mode a commit locks readers out and syncs twice; MLflow makes about 40
+    commits per registered segment model, and threads or Dask workers writing at once wait on each
+    other's locks in SQLite's busy-sleep steps. In WAL mode readers never wait for a writer and a
+    commit appends to one log; it is as safe against a killed process. A store that cannot switch
+    (locked, read-only) stays as it is: slower, never wrong."""
+    import sqlite3
+
+    if not uri.startswith("sqlite:///") or uri in _WAL_DONE:
+        return
+    path = uri.removeprefix("sqlite:///")
+    if path in ("", ":memory:"):
+        return
+    _WAL_DONE.add(uri)
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def _writes() -> Any:
@@ -97,14 +122,44 @@ def ensure_experiment(name: str) -> str:
         return str(experiment.experiment_id)
 
 
-def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
+# (tracking URI, experiment name) -> id, and run id -> experiment id, for the runs this process
+# started: a fleet opens a run per model, and each lookup is a read of the store.
+_EXPERIMENT_IDS: dict[tuple[str, str], str] = {}
+_RUN_EXPERIMENTS: dict[str, str] = {}
+
+
+def _create_run(experiment: str, **kwargs: Any) -> Any:
+    """A new run in the named experiment (created when missing). The experiment's id is kept per
+    process; when it no longer takes runs (deleted meanwhile), it is looked up again once."""
+    key = (settings.tracking_uri(), experiment)
+    cached = _EXPERIMENT_IDS.get(key)
+    if cached is not None:
+        try:
+            return client().create_run(cached, **kwargs)
+        except Exception:  # nothing was created: look the experiment up as the first time
+            _EXPERIMENT_IDS.pop(key, None)
     experiment_id = ensure_experiment(experiment)
-    run = client().create_run(experiment_id, run_name=run_name, tags=tags)
+    run = client().create_run(experiment_id, **kwargs)
+    _EXPERIMENT_IDS[key] = experiment_id
+    return run
+
+
+def start_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    run = _create_run(experiment, run_name=run_name, tags=tags)
+    _RUN_EXPERIMENTS[run.info.run_id] = run.info.experiment_id
     return str(run.info.run_id)
+
+
+def experiment_of(run_id: str) -> str:
+    """The experiment id of a run (no read for a run this process started)."""
+    if (known := _RUN_EXPERIMENTS.get(run_id)) is not None:
+        return known
+    return str(client().get_run(run_id).info.experiment_id)
 
 
 def end_run(run_id: str, failed: bool = False) -> None:
     client().set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    _RUN_EXPERIMENTS.pop(run_id, None)
 
 
 def delete_run(run_id: str) -> None:
@@ -257,8 +312,7 @@ def package_model(
     if refused:
         raise RegistryError(f"the fitted model holds types outside the allowed packages: {', '.join(refused)}")
     signature = infer_signature(input_example, output_example)
-    run = mlflow_client.get_run(run_id)
-    logged = mlflow_client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id)
+    logged = mlflow_client.create_logged_model(experiment_of(run_id), name="model", source_run_id=run_id)
     try:
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder, "model")
@@ -401,11 +455,10 @@ def load_model(name: str, version: str) -> Any:
 def record_audit(name: str, entry: dict[str, Any]) -> None:
     """One run per promotion attempt in the audit experiment, refusals included."""
     mlflow_client = client()
-    experiment_id = ensure_experiment(AUDIT_EXPERIMENT)
     tags = {f"conveyor.{key}": str(value) for key, value in entry.items()}
     tags["conveyor.model"] = name
     tags["mlflow.runName"] = f"{name}-v{entry.get('version', '?')}-{entry.get('outcome', '?')}"
-    run = mlflow_client.create_run(experiment_id, tags=tags)
+    run = _create_run(AUDIT_EXPERIMENT, tags=tags)
     mlflow_client.log_dict(run.info.run_id, entry, "audit.json")
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 

@@ -45,6 +45,7 @@ from app.stack.services import (
     worker_env,
 )
 from app.stack.state import StackState, read_state
+from conveyor import registry
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class _Startup:
                 "mlflow-db-upgrade", mlflow_upgrade_command(config), mlflow_env(config), config
             )
         else:
+            registry.write_ahead_log(config.mlflow_backend_uri())  # SQLite: readers never wait on a writer
             self.start_service("mlflow-server", mlflow_env(config), config.mlflow_url)
         wanted = {"prefect-server", "mlflow-server", "worker"} | ({"spec-deployments"} if self.deploy else set())
         wanted |= self.start_scaled()
