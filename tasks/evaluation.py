@@ -209,9 +209,13 @@ def bootstrap_intervals(
     return intervals
 
 
-def prediction_frame(task_type: TaskType, model: Any, X: pd.DataFrame) -> pd.DataFrame:
-    """Predictions as scoring writes them: `prediction`, plus `proba_<class>` for classifiers."""
-    output = predict(task_type, model, X)
+def prediction_frame(
+    task_type: TaskType, model: Any, X: pd.DataFrame, output: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Predictions as scoring writes them: `prediction`, plus `proba_<class>` for classifiers.
+    `output`: the model's `predict` output on `X` when the caller has it already."""
+    if output is None:
+        output = predict(task_type, model, X)
     if task_type == "regression":
         return pd.DataFrame({"prediction": output}, index=X.index)
     classes = list(model.classes_)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -20,16 +21,18 @@ from tasks.training import infer_columns
 
 
 @task(name="build_reference_profile", cache_policy=NO_CACHE)
-def build_reference_profile(spec: PipelineSpec, model: Any, split: Split, metrics: dict[str, float]) -> dict[str, Any]:
+def build_reference_profile(
+    spec: PipelineSpec, model: Any, split: Split, metrics: dict[str, float], output: np.ndarray | None = None
+) -> dict[str, Any]:
     """What monitoring compares recent rows with: the training rows' profile and the holdout's
-    predictions, stored with the model instead of the training data."""
+    predictions (`output`, when the caller has them), stored with the model instead of the training data."""
     roles = infer_columns(split.X_train)
     assert spec.task is not None  # settled before training
     return build_profile(
         split.X_train,
         list(roles.numeric),
         list(roles.categorical),
-        prediction_frame(spec.task, model, split.X_test),
+        prediction_frame(spec.task, model, split.X_test, output),
         metrics,
         seed=spec.data.split.seed,
     )

@@ -80,14 +80,17 @@ def apply_promotion(
     checkpoint: Callable[[str], None] = _no_checkpoint,
     actor: str | None = None,
     locked: bool = False,
+    fresh: bool = False,
 ) -> Decision:
     """Apply the plan under the model's promotion lock; safe to call again after a crash.
     `actor` is who the audit names (the approvers of an approved version; else the training flow).
     `locked`: the caller already holds the lock that guards this model (a segment flow holds its
-    spec's for the whole fan-out: one acquisition, not one per segment model)."""
+    spec's for the whole fan-out: one acquisition, not one per segment model).
+    `fresh`: the caller registered this version moments ago, so no earlier attempt wrote its
+    intent or its audit entry (two registry reads fewer per segment model)."""
     name, version = spec.name, registered.version
     with contextlib.nullcontext() if locked else registry.promotion_lock(name):
-        tags = registry.get_version(name, version).tags
+        tags = {} if fresh else registry.get_version(name, version).tags
         current = registry.alias_version(name, registry.CHAMPION)
         current_version = None if current is None else str(current.version)
         if current_version == version:
@@ -117,7 +120,7 @@ def apply_promotion(
         if decision.outcome == "promoted":
             registry.set_alias(name, registry.CHAMPION, version)
         checkpoint("champion")
-        if not registry.audit_recorded(name, version, decision.outcome):
+        if fresh or not registry.audit_recorded(name, version, decision.outcome):
             registry.record_audit(
                 name,
                 {

@@ -21,7 +21,7 @@ from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
 from tasks.comparison import fair_comparison, hashes_bytes, load_champion_rows, row_hashes
 from tasks.data import split_frame
-from tasks.evaluation import compute_metrics
+from tasks.evaluation import compute_metrics, metrics_from_predictions, predict
 from tasks.lineage import is_final
 from tasks.packaging import build_reference_profile
 from tasks.registry import Registered, apply_promotion
@@ -90,7 +90,9 @@ def train_segment_model(
         model, best_params = fit_pipeline(seg, split.X_train, split.y_train)
     except ConveyorError as exc:
         return SegmentOutcome(job.model, job.label, job.key, None, "failed", str(exc), metric, None, None, None)
-    metrics = compute_metrics(task_type, model, split.X_test, split.y_test)
+    output = predict(task_type, model, split.X_test)  # one pass: the metrics and the profile
+    classes = None if task_type == "regression" else list(model.classes_)
+    metrics = metrics_from_predictions(task_type, classes, split.y_test, output)
     compared_with, champion_digest = champion_of(job.model)
     champion = None if compared_with is None else registry.load_model(job.model, compared_with)
     champion_rows = load_champion_rows.fn(job.model, compared_with)
@@ -125,7 +127,7 @@ def train_segment_model(
         )
         champion_metrics = {f"champion.{key}": value for key, value in (comparison.champion or {}).items()}
         registry.log_metrics(run_id, metrics | champion_metrics)  # one write for both
-        profile = build_reference_profile.fn(seg, model, split, metrics)
+        profile = build_reference_profile.fn(seg, model, split, metrics, output)
         example = split.X_test.head(5)
         output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
         roles = infer_columns(split.X_test)
@@ -159,7 +161,7 @@ def train_segment_model(
 
         try:
             final = apply_promotion(
-                seg, registered, plan, compared_with, metrics, rescore, allow_promotion, locked=True
+                seg, registered, plan, compared_with, metrics, rescore, allow_promotion, locked=True, fresh=True
             )
         except BaseException:
             registry.discard_undecided(job.model, registered.version)

@@ -25,6 +25,7 @@ from tasks.drift.stats import (
     fraction,
     is_null,
     json_float,
+    json_floats,
     numeric_values,
 )
 
@@ -117,7 +118,7 @@ def _profile_columns(
     for name in numeric:
         values = numeric_values(frame[name])
         section["numeric"][name] = _numeric_profile(values, bins)
-        sample[name] = [json_float(v) for v in values[sample_index]]
+        sample[name] = json_floats(values[sample_index])
     for name in categorical:
         section["categorical"][name] = _categorical_profile(frame[name])
         sample[name] = [None if is_null(v) else category_key(v) for v in frame[name].iloc[sample_index].to_numpy()]

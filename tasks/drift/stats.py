@@ -162,5 +162,14 @@ def json_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def json_floats(values: np.ndarray) -> list[float | None]:
+    """`json_float` of every value, at numpy's speed (a profile holds thousands per column)."""
+    numbers = np.asarray(values, dtype="float64")
+    out: list[float | None] = numbers.tolist()
+    for i in np.flatnonzero(~np.isfinite(numbers)).tolist():
+        out[i] = None
+    return out
+
+
 def fraction(part: int, whole: int) -> float:
     return float(part / whole) if whole else 0.0

@@ -14,7 +14,16 @@ from conveyor.report import DriftReport
 from tasks.drift.compare import compare_to_profile
 from tasks.drift.performance import degradation, performance_over_time
 from tasks.drift.profile import OTHER, build_profile, load_profile, save_profile
-from tasks.drift.stats import bin_counts, chi_square_test, jensen_shannon, ks_test, psi, wasserstein
+from tasks.drift.stats import (
+    bin_counts,
+    chi_square_test,
+    jensen_shannon,
+    json_float,
+    json_floats,
+    ks_test,
+    psi,
+    wasserstein,
+)
 
 NUMERIC = ["age", "income", "score"]
 CATEGORICAL = ["plan", "region"]
@@ -469,3 +478,15 @@ def test_a_small_batch_from_the_reference_distribution_does_not_drift_on_noise()
     # The allowance is the chance PSI: (bins - 1)(1/n + 1/N), negligible at a million rows.
     assert sampling_psi(np.full(10, 200.0), np.full(10, 10.0)) == pytest.approx(9 * (1 / 100 + 1 / 2000))
     assert sampling_psi(np.full(10, 1e5), np.full(10, 1e5)) < 1e-4
+
+
+def test_a_column_of_floats_becomes_strict_json_as_one_value_at_a_time_would() -> None:
+    values = np.array([1.5, np.nan, -np.inf, 0.1 + 0.2, np.inf, -0.0, 1e300, 7.25])
+
+    converted = json_floats(values)
+
+    assert converted == [json_float(v) for v in values]
+    assert converted[1] is None and converted[2] is None and converted[4] is None
+    assert all(type(v) is float for v in converted if v is not None)
+    json.dumps(converted, allow_nan=False)  # strict JSON: raises on NaN or infinity
+    assert json_floats(np.array([2, 3], dtype="int32")) == [2.0, 3.0]
