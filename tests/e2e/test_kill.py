@@ -50,7 +50,12 @@ def store_rows(project: Path, query: str) -> list[tuple]:
     if not store.exists():
         return []
     with closing(sqlite3.connect(store, timeout=30)) as db:
-        return list(db.execute(query))
+        try:
+            return list(db.execute(query))
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the command has opened the store and not yet made its tables
+                return []
+            raise
 
 
 def running_training_runs(project: Path) -> list[tuple]:
