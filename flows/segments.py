@@ -52,8 +52,10 @@ def segment_task_runner() -> TaskRunner[Any]:
     return ThreadPoolTaskRunner(max_workers=max(1, min(4, os.cpu_count() or 1)))
 
 
-# Segments per task on a runner of other processes (Dask): about this many tasks per worker.
+# Segments per task on a runner of other processes (Dask): about this many tasks per worker, and
+# never more than MAX_BATCH segments in one, so the workers finish within a batch of each other.
 TASKS_PER_WORKER = 4
+MAX_BATCH = 25
 
 
 Batch = list[tuple[SegmentJob, Lineage]]
@@ -61,13 +63,14 @@ Batch = list[tuple[SegmentJob, Lineage]]
 
 def batches(pending: Batch, runner: TaskRunner[Any]) -> list[Batch]:
     """The fan-out's tasks: one segment each on a thread pool (a task costs a few milliseconds
-    there); on Dask, where a task costs its worker about 0.15 s of Prefect and Dask bookkeeping
-    (profiled here), a few batches per worker. The all-rows model is a task of its own, first."""
+    there; batching them measured no faster at 200 segments); on Dask, where a task costs its
+    worker about 0.15 s of Prefect and Dask bookkeeping (profiled here), a few batches per worker
+    of at most MAX_BATCH segments. The all-rows model is a task of its own, first."""
     if isinstance(runner, ThreadPoolTaskRunner):
         return [[item] for item in pending]
     first = [item for item in pending if item[0].key is None]
     rest = [item for item in pending if item[0].key is not None]
-    size = max(1, -(-len(rest) // (_workers(runner) * TASKS_PER_WORKER)))
+    size = min(MAX_BATCH, max(1, -(-len(rest) // (_workers(runner) * TASKS_PER_WORKER))))
     return [[item] for item in first] + [rest[i : i + size] for i in range(0, len(rest), size)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,12 @@ def test_the_all_rows_model_trains_on_a_fixed_sample_above_its_row_cap(tmp_path:
     assert len(whole.frame) == whole.source_rows == 1240
 
 
+def _pending(tmp_path: Path, stores: int) -> list[tuple[Any, None]]:
+    frame = pd.DataFrame({"store": np.repeat([f"s{i:04d}" for i in range(stores)], 10), "x": 0.0, "label": "no"})
+    plan = plan_segments(_sales(tmp_path, "{by: store, min_rows: 5}"), frame)
+    return [(job, None) for job in plan.jobs]
+
+
 def test_segments_are_one_per_task_on_threads_and_batched_on_other_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,16 +116,19 @@ def test_segments_are_one_per_task_on_threads_and_batched_on_other_processes(
 
     from flows.segments import batch_label, batches
 
-    frame = pd.DataFrame({"store": np.repeat([f"s{i:02d}" for i in range(20)], 10), "x": 0.0, "label": "no"})
-    plan = plan_segments(_sales(tmp_path, "{by: store, min_rows: 5}"), frame)
-    pending = [(job, None) for job in plan.jobs]
+    pending = _pending(tmp_path, 20)
     assert batches(pending, ThreadPoolTaskRunner(max_workers=2)) == [[item] for item in pending]
     monkeypatch.setenv("CONVEYOR_WORKERS", "2")
     batched = batches(pending, DaskTaskRunner())  # not started: CONVEYOR_WORKERS sizes the batches
     assert batched[0] == [pending[0]] and batch_label(batched[0]) == "all rows"
     assert [len(batch) for batch in batched[1:]] == [3] * 6 + [2]  # 20 segments, about 4 tasks per worker
     assert [item for batch in batched for item in batch] == pending  # each once, in order
-    assert batch_label(batched[1]) == "store=s00..store=s02 (3)"
+    assert batch_label(batched[1]) == "store=s0000..store=s0002 (3)"
+    # A large fleet: batches of at most 25, so the two workers finish within a batch of each other.
+    many = _pending(tmp_path, 1000)
+    large = batches(many, DaskTaskRunner())
+    assert [len(batch) for batch in large] == [1] + [25] * 40
+    assert [item for batch in large for item in batch] == many
     # A started runner's cluster says how many workers it has (a named cluster may have many
     # more than this machine's cores): 3 workers, about 4 tasks each, whatever CONVEYOR_WORKERS says.
     monkeypatch.setenv("CONVEYOR_WORKERS", "1")
