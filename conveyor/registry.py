@@ -136,7 +136,7 @@ def _create_run(experiment: str, **kwargs: Any) -> Any:
     if cached is not None:
         try:
             return client().create_run(cached, **kwargs)
-        except Exception:  # nothing was created: look the experiment up as the first time
+        except Exception:  # e.g. the experiment was deleted: look it up as the first time
             _EXPERIMENT_IDS.pop(key, None)
     experiment_id = ensure_experiment(experiment)
     run = client().create_run(experiment_id, **kwargs)

@@ -129,13 +129,13 @@ def train_segment_model(
         registry.log_metrics(run_id, metrics | champion_metrics)  # one write for both
         profile = build_reference_profile.fn(seg, model, split, metrics, output)
         example = split.X_test.head(5)
-        output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
+        example_output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
         roles = infer_columns(split.X_test)
         packaged = registry.package_model(
             run_id,
             model,
             example,
-            output,
+            example_output,
             list(pinned_requirements()),
             extra_files={  # uploaded as one folder, as the single-model path does
                 "conveyor/spec.json": seg.model_dump_json(indent=2),
