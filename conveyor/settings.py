@@ -38,14 +38,14 @@ def running_stack_mlflow() -> str | None:
     stack is not the hardened profile (whose credentials a shell takes from `.conveyor/auth.env`)."""
     import json
 
-    import psutil
+    from conveyor.process_identity import is_process, recorded_start
 
     path = project_root() / ".conveyor" / "stack.json"
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
         service = state["services"]["mlflow-server"]
-        alive = abs(psutil.Process(int(service["pid"])).create_time() - float(service["create_time"])) < 0.01
-    except (OSError, ValueError, TypeError, KeyError, psutil.Error):
+        alive = is_process(int(service["pid"]), recorded_start(service))
+    except (OSError, ValueError, TypeError, KeyError):
         return None
     url = state.get("mlflow_url")
     return url if alive and isinstance(url, str) and not state.get("auth") else None

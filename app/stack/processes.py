@@ -1,4 +1,4 @@
-"""Starting, inspecting and stopping the stack's process trees (psutil, by pid and creation time)."""
+"""Starting, inspecting and stopping the stack's process trees (psutil, by pid and start since boot)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import psutil
 
 from app.stack.config import HOST, StackConfig, StackError
 from app.stack.state import Service
+from conveyor.process_identity import is_process, started_since_boot
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,8 @@ def _process(pid: int) -> psutil.Process | None:
 
 
 def is_alive(service: Service) -> bool:
-    """The recorded process still runs: same pid *and* same creation time (pids get reused)."""
-    process = _process(service.pid)
-    try:
-        return process is not None and abs(process.create_time() - service.create_time) < 0.01
-    except psutil.Error:
-        return False
+    """The recorded process still runs: same pid *and* same start (pids get reused)."""
+    return _process(service.pid) is not None and is_process(service.pid, service.started)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -103,11 +100,10 @@ def run_detached(name: str, cmd: list[str], env: dict[str, str], config: StackCo
 def spawn(name: str, cmd: list[str], env: dict[str, str], config: StackConfig) -> Service:
     """Start a long-running service and record what identifies it."""
     proc = run_detached(name, cmd, env, config)
-    try:
-        create_time = psutil.Process(proc.pid).create_time()
-    except psutil.Error:
-        create_time = 0.0  # it died at once: is_alive says so, and the log says why
-    return Service(name=name, pid=proc.pid, create_time=create_time, log=str(config.logs_dir / f"{name}.log"), cmd=cmd)
+    # None: it died at once; is_alive says so, and the log says why.
+    started = started_since_boot(proc.pid)
+    log_file = str(config.logs_dir / f"{name}.log")
+    return Service(name=name, pid=proc.pid, started=-1.0 if started is None else started, log=log_file, cmd=cmd)
 
 
 def log_tail(path: str | Path, lines: int = 5) -> str:

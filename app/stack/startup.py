@@ -1,6 +1,6 @@
 """`up`, `down` and `status`: start the services in order of need, stop exactly what was started.
 
-`up` writes what it started to `.conveyor/stack.json` (pids, their creation times, ports) so
+`up` writes what it started to `.conveyor/stack.json` (pids, their start since boot, ports) so
 that `down` stops exactly those process trees and nothing that merely shares a name or a port.
 """
 

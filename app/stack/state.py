@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from app.stack.config import StackConfig, StackError
+from conveyor.process_identity import recorded_start
 
 
 @dataclass
 class Service:
-    """One process tree the stack started: its pid and creation time (pids get reused)."""
+    """One process tree the stack started: its pid and its start in seconds since boot (pids get
+    reused; the start since boot, unlike a wall-clock creation time, never moves with the clock)."""
 
     name: str
     pid: int
-    create_time: float
+    started: float
     log: str
     cmd: list[str]
     port: int | None = None
@@ -60,15 +62,10 @@ class StackState:
 
 
 def _upgraded(service: dict[str, Any]) -> dict[str, Any]:
-    """A service recorded before psutil (kernel start ticks) as one recorded now (creation time)."""
-    if "start_ticks" in service:
-        import os
-
-        import psutil
-
-        ticks = service.pop("start_ticks")
-        service["create_time"] = psutil.boot_time() + ticks / os.sysconf("SC_CLK_TCK")
-    return service
+    """A service as recorded now (its start since boot), whichever format recorded it."""
+    started = recorded_start(service)
+    kept = {key: value for key, value in service.items() if key not in ("create_time", "start_ticks")}
+    return {**kept, "started": started}
 
 
 def read_state(config: StackConfig) -> StackState | None:

@@ -84,7 +84,7 @@ def test_a_train_deployment_form_requires_nothing_so_quick_run_opens_no_dialog()
     assert form["properties"]["spec"]["enum"] == ["wine"] and form["properties"]["spec"]["default"] == "wine"
 
 
-def test_a_process_is_alive_only_with_its_own_creation_time_and_old_records_still_read(tmp_path: Path) -> None:
+def test_a_process_is_alive_only_with_its_own_start_and_old_records_still_read(tmp_path: Path) -> None:
     """`down` must stop what `up` started, never a later process that reused the pid."""
     import json
 
@@ -92,20 +92,29 @@ def test_a_process_is_alive_only_with_its_own_creation_time_and_old_records_stil
 
     from app.stack.processes import is_alive, process_tree
     from app.stack.state import Service, StackState
+    from conveyor.process_identity import started_since_boot
 
     me = psutil.Process()
-    assert is_alive(Service("worker", me.pid, me.create_time(), "", []))
-    assert not is_alive(Service("worker", me.pid, me.create_time() - 5, "", []))  # the pid, reused
+    started = started_since_boot(me.pid)
+    assert started is not None and 0 < started <= float(Path("/proc/uptime").read_text().split()[0])
+    assert is_alive(Service("worker", me.pid, started, "", []))
+    assert not is_alive(Service("worker", me.pid, started - 5, "", []))  # the pid, reused
     assert me.pid in process_tree(me.pid)
-    # A stack.json written before psutil recorded the kernel's start ticks (field 22 of /proc/<pid>/stat).
+    # Earlier stack.json files: the kernel's start ticks (field 22 of /proc/<pid>/stat), then
+    # psutil's wall-clock creation time. Both still name the process; a reused pid still does not.
     stat = Path(f"/proc/{me.pid}/stat").read_text()
     ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
-    legacy = {"name": "worker", "pid": me.pid, "start_ticks": ticks, "log": "", "cmd": []}
     path = tmp_path / "stack.json"
     fields = {"root": str(tmp_path), "profile": "sqlite", "prefect_ui_url": "", "prefect_api_url": "", "mlflow_url": ""}
-    path.write_text(json.dumps({**fields, "started_at": 0, "services": {"worker": legacy}}))
-    state = StackState.load(path)
-    assert state is not None and is_alive(state.services["worker"])
+    for recorded, alive in (
+        ({"start_ticks": ticks}, True),
+        ({"create_time": me.create_time()}, True),
+        ({"create_time": me.create_time() - 5}, False),
+    ):
+        legacy = {"name": "worker", "pid": me.pid, **recorded, "log": "", "cmd": []}
+        path.write_text(json.dumps({**fields, "started_at": 0, "services": {"worker": legacy}}))
+        state = StackState.load(path)
+        assert state is not None and is_alive(state.services["worker"]) is alive, recorded
 
 
 # The hardened profile (CONVEYOR_AUTH=1): secrets generated once, owner-only, never on a command line.
@@ -212,3 +221,35 @@ def test_the_open_profile_is_unchanged(tmp_path: Path, monkeypatch: pytest.Monke
     envs = [mlflow_env(config), prefect_server_env(config), worker_env(config), deploy_env(config)]
     assert not any("AUTH" in key or "TRACKING_PASSWORD" in key for env in envs for key in env)
     assert not config.auth_file.exists()
+
+
+def test_a_recorded_process_is_still_known_after_the_wall_clock_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in CI: mid-run, every recorded pid of two stacks read as gone, so `down` stopped
+    nothing and left their ports busy, and `up` found a "partly running" stack it could not replace.
+    psutil's creation time is the kernel's boot time (whole seconds in /proc/stat, derived from the
+    wall clock) plus the start in ticks since boot, so an NTP step or slew moves it. The kernel's
+    boot time after such a step stands in here for the step itself, which a test cannot make."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from app.stack.processes import is_alive, terminate
+    from app.stack.state import Service
+    from conveyor.process_identity import started_since_boot
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        started = started_since_boot(child.pid)
+        assert started is not None
+        service = Service("worker", child.pid, started, "", [])
+        before = psutil.Process(child.pid).create_time()
+        boot = psutil.boot_time()
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 1.0)
+        assert psutil.Process(child.pid).create_time() == pytest.approx(before + 1.0)  # the step is seen
+        assert is_alive(service)
+        assert terminate([service], timeout=10) == []
+        assert not is_alive(service)  # stopped, not left running
+    finally:
+        child.kill()
+        child.wait()

@@ -104,7 +104,7 @@ def test_the_running_stack_is_read_back_from_its_state(tmp_path: Path) -> None:
     )  # fmt: skip
     for name in commands(config):
         port = {"dask-scheduler": config.dask_port, "seaweedfs": config.s3_port}.get(name)
-        state.services[name] = Service(name=name, pid=1, create_time=0.0, log="", cmd=[], port=port)
+        state.services[name] = Service(name=name, pid=1, started=0.0, log="", cmd=[], port=port)
     read = scaled.from_state(StackConfig(tmp_path), state)
     assert (read.dask_workers, read.dask_port, read.dask_dashboard_port) == (
         2,
