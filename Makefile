@@ -40,8 +40,11 @@ down: ## Stop exactly what `make up` started
 	$(BIN)/conveyor down
 
 .PHONY: test
-test: $(BIN)/conveyor ## Run the whole test suite
-	$(BIN)/pytest
+# pytest-xdist: each worker takes whole modules (their module-scoped trained stores are built once);
+# `make test TEST_WORKERS=1` runs them one after another.
+TEST_WORKERS ?= 2
+test: $(BIN)/conveyor ## Run the whole test suite (TEST_WORKERS=2 processes, whole modules each)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: test-realdata
 test-realdata: $(BIN)/conveyor ## The real-data corpus only (34 public tables, several minutes)
