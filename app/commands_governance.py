@@ -70,8 +70,8 @@ def _answer(name: str, version: str, decision: str, approver: str, comment: str)
             return f"{spec.name} v{version}: flow run {paused.id} ended {state.name}: {state.message or ''}"
         return None
 
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         if (line := settled()) is not None:
             return line
         time.sleep(1)

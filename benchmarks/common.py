@@ -61,8 +61,8 @@ class PrefectServer:
             start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}/api"
-        deadline = time.time() + self.deadline_s
-        while time.time() < deadline and self.process.poll() is None:
+        deadline = time.monotonic() + self.deadline_s
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if httpx.get(f"{url}/health", timeout=5).status_code == 200:
                     return url
