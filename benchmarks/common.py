@@ -11,21 +11,15 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any
 
+from conveyor.ports import free_port  # outside the ephemeral range: no client takes it first
+
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now (the OS picks it), so benchmarks never collide with a stack."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env() -> dict[str, str]:

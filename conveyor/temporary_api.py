@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,17 +24,12 @@ from pathlib import Path
 
 from conveyor import locks
 from conveyor.errors import UnreachableError
+from conveyor.ports import free_port
 
 # What Prefect's own launcher sets: no UI, and the server knows it is a temporary one.
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 STARTUP_FAILED = 3  # uvicorn's exit code when start-up fails, a port taken since it was chosen included
 ATTEMPTS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TemporaryAPI:
@@ -57,7 +51,7 @@ class TemporaryAPI:
         from prefect.logging import get_logger
         from prefect.settings import get_current_settings
 
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, **SERVER_ENV, **get_current_settings().to_environment_variables(exclude_unset=True)}
         env.pop("PREFECT_API_URL", None)
         command = [

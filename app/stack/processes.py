@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import psutil
 
 from app.stack.config import HOST, StackConfig, StackError
 from app.stack.state import Service
+from conveyor.ports import bindable
 from conveyor.process_identity import is_process, started_since_boot
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,7 @@ def rss_bytes(pids: Iterable[int]) -> int:
 
 def port_is_free(port: int) -> bool:
     """Nothing listens on 127.0.0.1:port (connections lingering in TIME-WAIT do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers themselves do: only a live listener should make the port busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+    return bindable(HOST, port)
 
 
 def bin_path(name: str) -> str:

@@ -20,13 +20,13 @@ import importlib.util
 import json
 import secrets
 import shlex
-import socket
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.stack.auth import owner_only, write_owner_only
 from app.stack.config import HOST, StackConfig, StackError
 from app.stack.processes import bin_path
+from conveyor.ports import free_port
 
 BUCKET = "conveyor"
 ARTIFACTS_DESTINATION = f"s3://{BUCKET}/mlflow-artifacts"
@@ -40,20 +40,13 @@ SEAWEEDFS_STOP_GRACE = 3.0
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def free_port() -> int:
-    """A port nothing listens on now (the service binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def with_ports(config: StackConfig) -> StackConfig:
     """The config with free ports for the Dask scheduler, its dashboard and the S3 gateway, as wanted."""
     return replace(
         config,
-        dask_port=free_port() if config.dask_workers else None,
-        dask_dashboard_port=free_port() if config.dask_workers else None,
-        s3_port=free_port() if config.s3 else None,
+        dask_port=free_port(HOST) if config.dask_workers else None,
+        dask_dashboard_port=free_port(HOST) if config.dask_workers else None,
+        s3_port=free_port(HOST) if config.s3 else None,
     )
 
 
@@ -102,7 +95,7 @@ def extra_commands(config: StackConfig) -> dict[str, list[str]]:
     if config.s3:
         # Every internal port is a free one too: SeaweedFS's defaults (9333, 8080, 8888, ...) may be taken.
         ports = {
-            name: str(free_port())
+            name: str(free_port(HOST))
             for name in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                          "filer.port", "filer.port.grpc", "s3.port.grpc")
         }  # fmt: skip

@@ -1,7 +1,8 @@
 """A real stack for the e2e tier: `conveyor up` in a throwaway copy of the project, on free ports.
 
 The stack is driven only through what a user has: the `conveyor` command, the Prefect and MLflow
-APIs on their ports, and the files under `.conveyor/`. Nothing here imports the stack's code.
+APIs on their ports, and the files under `.conveyor/`. Nothing here imports the stack's code; the
+ports come from `conveyor.ports` (outside the ephemeral range, so no client connection takes one first).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 CONVEYOR = str(Path(sys.executable).parent / "conveyor")
 # What a checkout needs for `prefect deploy` and for the worker to run the flows.
@@ -28,12 +31,6 @@ COPIED = ("app", "conveyor", "flows", "tasks", "pipelines", "prefect.yaml", "pyp
 # data, so its scheduled runs change nothing.
 ON_DEMAND: dict[str, Any] = {"schedule": {"cron": None}, "monitoring": {"retrain_on": []}}
 NIGHTLY = "nightly"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_listening(port: int) -> bool:
