@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     "training", "package", "embedded", "validation", "scoring", "monitoring", "stack", "categories", "specs", "serving",
-    "fleet", "card", "seaweedfs",
+    "fleet", "card", "seaweedfs", "flow_call",
 )  # fmt: skip
 
 

@@ -147,6 +147,8 @@ def one_prefect_api(started: TemporaryAPI | None = None) -> Iterator[str]:
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from conveyor.orchestration import no_heartbeats
+
     url = PREFECT_API_URL.value()
     if url:
         yield str(url)
@@ -157,7 +159,8 @@ def one_prefect_api(started: TemporaryAPI | None = None) -> Iterator[str]:
         before = {key: os.environ.get(key) for key in ("PREFECT_API_URL", locks.TEMPORARY_API)}
         os.environ["PREFECT_API_URL"] = os.environ[locks.TEMPORARY_API] = api_url
         try:
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            # No heartbeats: this server dies with the command, and each costs a run up to 1 s.
+            with temporary_settings(updates={PREFECT_API_URL: api_url}), no_heartbeats():
                 yield api_url
         finally:
             for key, value in before.items():

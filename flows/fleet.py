@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from conveyor import registry
-from conveyor.orchestration import fanout_task_runner
+from conveyor.orchestration import fanout_task_runner, no_heartbeats
 from tasks.fleet import (
     SpecOutcome,
     failed_outcome,
@@ -31,7 +31,8 @@ def train_spec(spec: str, data_path: str | None, allow_promotion: bool) -> SpecO
     from flows.training import training_flow
 
     try:
-        state = training_flow(spec=spec, data_path=data_path, allow_promotion=allow_promotion, return_state=True)
+        with no_heartbeats():  # a child lives inside this task of its parent run, which keeps its own
+            state = training_flow(spec=spec, data_path=data_path, allow_promotion=allow_promotion, return_state=True)
     except BaseException as exc:  # a crash outside the flow's own handling (a worker lost, the API gone)
         return failed_outcome(spec, exc)
     return outcome_of(spec, state)

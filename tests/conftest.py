@@ -59,7 +59,10 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the whole session (starting one costs seconds)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=300):  # a loaded 2-core machine needs more than 120 s
+    from conveyor.orchestration import no_heartbeats
+
+    # No heartbeats, as under a command's own server: each would add up to 1 s to every flow run.
+    with prefect_test_harness(server_startup_timeout=300), no_heartbeats():  # a loaded 2-core machine needs > 120 s
         yield
 
 

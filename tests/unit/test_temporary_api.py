@@ -54,6 +54,31 @@ def test_the_block_runs_on_its_own_server_which_keeps_file_locks_and_stops_after
     assert not listening(url)
 
 
+def test_flow_runs_under_the_commands_own_server_send_no_heartbeats(embedded: Path) -> None:
+    """Prefect joins a run's heartbeat thread at its end, up to a second after the body: not worth
+    it for a server that dies with the command. A server named by the user keeps Prefect's default."""
+    from prefect import flow
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    @flow
+    def heartbeat_seen_by_the_run() -> int | None:
+        return get_current_settings().flows.heartbeat_frequency
+
+    with temporary_settings(restore_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY}):  # the harness turns them off
+        default = PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()
+        assert default is not None
+        with one_prefect_api():
+            assert heartbeat_seen_by_the_run() is None
+        assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default
+        with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}), one_prefect_api():
+            assert get_current_settings().flows.heartbeat_frequency == default
+
+
 def test_a_named_api_is_used_as_it_is(embedded: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
