@@ -4,6 +4,7 @@ tests use when one answers."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +99,29 @@ def weak_churn_template(prefect_harness: None, tmp_path_factory: pytest.TempPath
     from tests.factories import trained_project
 
     return trained_project(tmp_path_factory.mktemp("weak"), rows=600, model=WEAK_MODEL)
+
+
+# pytest-xdist (`make test`): the modules on the session's shared stack (tests/e2e/conftest.py)
+# go to one worker as one unit, so the stack starts once, not once per worker (about a minute
+# each here); the units go out in collection order, the e2e tier (the longest) first.
+SHARED_STACK_UNIT = "tests/e2e: the modules on the shared stack"
+
+
+@functools.cache
+def _uses_shared_stack(path: str) -> bool:
+    file = REPO / path
+    return path.startswith("tests/e2e/") and file.is_file() and "running_stack" in file.read_text()
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadfile":
+        return None  # xdist's own scheduler for any other --dist
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedStackScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SHARED_STACK_UNIT if _uses_shared_stack(path) else path
+
+    config.option.loadscopereorder = False  # keep collection order: e2e first, not the most tests first
+    return SharedStackScheduling(config, log)
