@@ -19,6 +19,9 @@ DEFAULT_EPHEMERAL_RANGE = (32768, 65535)
 # Below this are the well-known ports and the usual fixed ones of databases and servers.
 LOWEST = 20000
 TRIES = 64
+# From the OS's entropy on every call: no seeding of `random` (by a library or a test) can make
+# two processes pick the same sequence of ports.
+PICKER = random.SystemRandom()
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -46,7 +49,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     so that two stacks started at once do not pick the same one; the kernel's choice otherwise."""
     low, high = ephemeral_range()
     candidates = [*range(LOWEST, min(low, 65536)), *range(max(high + 1, LOWEST), 65536)]
-    for port in random.sample(candidates, min(TRIES, len(candidates))):
+    for port in PICKER.sample(candidates, min(TRIES, len(candidates))):
         if bindable(host, port):
             return port
     with socket.socket() as sock:

@@ -177,12 +177,10 @@ def new_stack(root: Path, database_url: str | None = None) -> Stack:
     """A copied project with its ports and environment chosen, not started yet."""
     copy_project(root)
     env = clean_env()
-    stack = Stack(root=root, env=env, prefect_port=free_port(), mlflow_port=free_port())
+    stack = Stack(root=root, env=env, prefect_port=0, mlflow_port=0)
+    choose_ports(stack)
     env.update(
         CONVEYOR_HOME=str(root),
-        CONVEYOR_PREFECT_PORT=str(stack.prefect_port),
-        CONVEYOR_MLFLOW_PORT=str(stack.mlflow_port),
-        CONVEYOR_SERVING_PORT=str(free_port()),
         PREFECT_HOME=str(root / ".conveyor" / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         GX_ANALYTICS_ENABLED="false",
@@ -195,13 +193,34 @@ def new_stack(root: Path, database_url: str | None = None) -> Stack:
     return stack
 
 
+def choose_ports(stack: Stack) -> None:
+    """Free ports for the stack's Prefect, MLflow and serving servers."""
+    stack.prefect_port, stack.mlflow_port = free_port(), free_port()
+    stack.env.update(
+        CONVEYOR_PREFECT_PORT=str(stack.prefect_port),
+        CONVEYOR_MLFLOW_PORT=str(stack.mlflow_port),
+        CONVEYOR_SERVING_PORT=str(free_port()),
+    )
+
+
 def start(stack: Stack) -> Stack:
-    """`conveyor up`, which must print both addresses; its processes are remembered."""
-    # The default 180 s is for a person; a loaded 2-core CI machine can need longer to start them all.
-    result = stack.cli("up", "--timeout", "600", timeout=900)
-    if result.returncode != 0:
+    """`conveyor up`, which must print both addresses; its processes are remembered.
+
+    The ports were chosen free when the stack was made, but the servers bind them up to a minute
+    later, and the other xdist worker starts servers too (seen: SeaweedFS's volume server took the
+    serving port). `up` then fails naming the port, before or after starting; the harness chooses new
+    ports and tries once more.
+    """
+    for attempt in (1, 2):
+        # The default 180 s is for a person; a loaded 2-core CI machine can need longer to start them all.
+        result = stack.cli("up", "--timeout", "600", timeout=900)
+        if result.returncode == 0:
+            break
         stack.cli("down")
-        raise AssertionError(f"conveyor up failed ({result.returncode}): {result.stderr}\n{stack.logs()[-3000:]}")
+        said = result.stderr + stack.logs()
+        if attempt == 2 or not any(taken in said for taken in ("address already in use", "is in use; free it")):
+            raise AssertionError(f"conveyor up failed ({result.returncode}): {result.stderr}\n{stack.logs()[-3000:]}")
+        choose_ports(stack)
     assert f"Prefect UI: http://127.0.0.1:{stack.prefect_port}" in result.stdout, result.stdout
     assert f"MLflow UI:  http://127.0.0.1:{stack.mlflow_port}" in result.stdout, result.stdout
     stack.remember_pids()

@@ -26,7 +26,7 @@ def test_a_port_something_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch)
         busy.listen(1)
         taken = busy.getsockname()[1]
         spare = ports.free_port()
-        monkeypatch.setattr(ports.random, "sample", lambda population, k: [taken, spare])
+        monkeypatch.setattr(ports.PICKER, "sample", lambda population, k: [taken, spare])
         assert not ports.bindable("127.0.0.1", taken)
         assert ports.free_port() == spare
 
