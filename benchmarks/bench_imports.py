@@ -1,0 +1,83 @@
+"""What a new process pays to import the stack's libraries, with the bytecode `make install` compiles
+and without it (every module compiled from source, as every process did where PYTHONDONTWRITEBYTECODE
+is set and the install compiled nothing: this machine sets it).
+
+"without" points PYTHONPYCACHEPREFIX at an empty folder, so Python finds no bytecode, and
+PYTHONDONTWRITEBYTECODE keeps it from writing any. Each pair runs both, alternating which goes
+first; wall and CPU (user + system) medians. Usage: benchmarks/bench_imports.py [--pairs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import machine, write_result  # noqa: E402
+
+# What a flow run on the worker, a `conveyor` command and the temporary server import between them.
+IMPORTS = "import prefect, mlflow, sklearn, great_expectations, prefect.server.api.server"
+GOAL_RATIO = 0.5  # the point of compiling at install: at most half of what compiling per process costs
+
+
+def timed(env: dict[str, str]) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", IMPORTS], env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "imports.json")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    base = {key: value for key, value in os.environ.items() if key != "PYTHONPYCACHEPREFIX"}
+    base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"}
+    sides: dict[str, list[tuple[float, float]]] = {"bytecode": [], "no_bytecode": []}
+    with tempfile.TemporaryDirectory() as empty:
+        envs = {"bytecode": base, "no_bytecode": base | {"PYTHONPYCACHEPREFIX": empty, "PYTHONDONTWRITEBYTECODE": "1"}}
+        timed(envs["bytecode"])  # the page cache warmed for both
+        for pair in range(args.pairs):
+            order = ["bytecode", "no_bytecode"] if pair % 2 == 0 else ["no_bytecode", "bytecode"]
+            for side in order:
+                sides[side].append(timed(envs[side]))
+    medians = {
+        side: {
+            "wall_s": round(statistics.median(w for w, _ in runs), 2),
+            "cpu_s": round(statistics.median(c for _, c in runs), 2),
+        }
+        for side, runs in sides.items()
+    }
+    result = {
+        "benchmark": "imports",
+        "imports": IMPORTS,
+        "pairs": args.pairs,
+        "medians": medians,
+        "all": {side: [[round(w, 2), round(c, 2)] for w, c in runs] for side, runs in sides.items()},
+        "machine": machine(load),
+        "goals": {
+            "imports in a new process, installed bytecode": {
+                "value": f"{medians['bytecode']['wall_s']} s wall, {medians['bytecode']['cpu_s']} s CPU "
+                f"(no bytecode: {medians['no_bytecode']['wall_s']} s, {medians['no_bytecode']['cpu_s']} s)",
+                "goal": f"<= {GOAL_RATIO}x the no-bytecode wall",
+                "met": medians["bytecode"]["wall_s"] <= GOAL_RATIO * medians["no_bytecode"]["wall_s"],
+            }
+        },
+    }
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
