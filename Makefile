@@ -49,8 +49,8 @@ test: $(BIN)/conveyor ## Run the whole test suite (TEST_WORKERS=2 processes, who
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: test-realdata
-test-realdata: $(BIN)/conveyor ## The real-data corpus only (34 public tables, several minutes)
-	$(BIN)/pytest -m realdata
+test-realdata: $(BIN)/conveyor ## The real-data corpus only (34 public tables, TEST_WORKERS processes, each table trained where its test runs)
+	$(BIN)/pytest -m realdata -n $(TEST_WORKERS) --dist load
 
 .PHONY: test-fast
 test-fast: $(BIN)/conveyor ## Unit tests only

@@ -1,8 +1,8 @@
 """The real-data corpus through the training flow, each from a five-line spec, against a plain
 scikit-learn baseline (HistGradientBoosting, native categories) on the same split.
 
-One project and one MLflow store for the module: every dataset is trained once, in a
-module-scoped fixture, and each test reads its outcome.
+One project and one MLflow store for the module (per xdist worker): each dataset is trained once,
+when a test first asks for it, and each test reads its outcome.
 """
 
 from __future__ import annotations
@@ -67,35 +67,48 @@ def baseline_metric(spec_path: Path, csv: Path) -> tuple[str, float]:
     return spec.primary_metric, metrics[spec.primary_metric]
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Train every available dataset once: its result, or the expected error it ended with."""
-    from flows.training import training_flow
+class Outcomes(dict[str, Any]):
+    """Each dataset trained the first time a test asks for it: its result, or the expected error it
+    ended with. Lazy, so that `make test-realdata`'s xdist workers each train only their share."""
 
+    def __init__(self, home: Path) -> None:
+        super().__init__()
+        self.home = home
+        self.entries = {entry.name: entry for entry in CORPUS if entry.available()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __missing__(self, name: str) -> dict[str, Any]:
+        from flows.training import training_flow
+
+        entry = self.entries[name]
+        csv = entry.write_csv(self.home / "data")
+        spec = five_line_spec(self.home, entry, csv)
+        started = time.perf_counter()
+        try:
+            result: Any = training_flow(spec=str(spec))
+        except Exception as error:  # one dataset's failure must not hide the others' outcomes
+            result = error
+        self[name] = {"result": result, "spec": spec, "csv": csv, "seconds": time.perf_counter() - started}
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
+    """One project and MLflow store for the module's trainings."""
     home = tmp_path_factory.mktemp("realdata")
     (home / "pipelines").mkdir()
     (home / "data").mkdir()
-    results: dict[str, Any] = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CONVEYOR_HOME", str(home))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("CONVEYOR_ARTIFACT_ROOT", raising=False)
-        for entry in CORPUS:
-            if not entry.available():
-                continue
-            csv = entry.write_csv(home / "data")
-            spec = five_line_spec(home, entry, csv)
-            started = time.perf_counter()
-            try:
-                result: Any = training_flow(spec=str(spec))
-            except Exception as error:  # one dataset's failure must not hide the others' outcomes
-                result = error
-            results[entry.name] = {"result": result, "spec": spec, "csv": csv, "seconds": time.perf_counter() - started}
-        yield results
+        yield Outcomes(home)
 
 
 @pytest.mark.parametrize("entry", CORPUS, ids=[entry.name for entry in CORPUS])
-def test_real_dataset_trains_near_the_baseline_or_is_refused_rightly(entry: RealDataset, outcomes: dict) -> None:
+def test_real_dataset_trains_near_the_baseline_or_is_refused_rightly(entry: RealDataset, outcomes: Outcomes) -> None:
     if not entry.available():
         pytest.skip(f"{entry.package} is not installed (pip install {entry.package.replace('_', '-')})")
     outcome = outcomes[entry.name]
@@ -123,7 +136,7 @@ def test_real_dataset_trains_near_the_baseline_or_is_refused_rightly(entry: Real
         assert value <= baseline + entry.tolerance * abs(baseline) + np.finfo(float).eps, (metric, value, baseline)
 
 
-def test_row_names_were_left_out_of_the_features(outcomes: dict) -> None:
+def test_row_names_were_left_out_of_the_features(outcomes: Outcomes) -> None:
     from conveyor import registry
 
     trained = [name for name in ("engel", "sunspots", "statecrime") if name in outcomes]
