@@ -44,7 +44,7 @@ from app.stack.services import (
     prefect_server_env,
     worker_env,
 )
-from app.stack.state import StackState, read_state
+from app.stack.state import Service, StackState, read_state
 from conveyor import registry
 
 log = logging.getLogger(__name__)
@@ -322,10 +322,12 @@ def down(config: StackConfig, *, timeout: float = 20) -> list[str]:
         if state is None:
             return []
         stopped = [name for name, svc in state.services.items() if is_alive(svc)]
-        # The S3 store last: the servers and Dask workers may still be writing to it.
-        store = [svc for svc in state.services.values() if svc.name == scaled.SEAWEEDFS]
-        survivors = terminate([svc for svc in state.services.values() if svc not in store], timeout=timeout)
-        survivors += terminate(store, timeout=min(timeout, scaled.SEAWEEDFS_STOP_GRACE), expect_kill=True)
+        survivors: list[str] = []
+        for services in _stop_order(list(state.services.values())):
+            if services and services[0].name == scaled.SEAWEEDFS:
+                survivors += terminate(services, timeout=min(timeout, scaled.SEAWEEDFS_STOP_GRACE), expect_kill=True)
+            else:
+                survivors += terminate(services, timeout=timeout)
         if survivors:
             raise StackError(f"could not stop {', '.join(survivors)} even with SIGKILL")
         ports = [svc.port for svc in state.services.values() if svc.port]
@@ -336,6 +338,21 @@ def down(config: StackConfig, *, timeout: float = 20) -> list[str]:
             raise StackError(f"stopped the stack but port(s) {busy} are still in use")
         config.stack_file.unlink(missing_ok=True)
         return stopped
+
+
+def _stop_order(services: list[Service]) -> list[list[Service]]:
+    """Clients before the servers they talk to, the S3 store last.
+
+    The worker, the serving process and the Dask workers first: stopping, they finish what they
+    are doing against servers that still answer (seen: `conveyor serve` loading a champion while
+    MLflow stopped beside it retried MLflow for 20 s and was SIGKILLed). Then the Prefect, MLflow
+    and Dask schedulers; SeaweedFS last, since the servers may still be writing to it.
+    """
+    servers = {"prefect-server", "mlflow-server", scaled.DASK_SCHEDULER}
+    store = [svc for svc in services if svc.name == scaled.SEAWEEDFS]
+    middle = [svc for svc in services if svc.name in servers]
+    first = [svc for svc in services if svc not in store and svc not in middle]
+    return [group for group in (first, middle, store) if group]
 
 
 def status(config: StackConfig) -> tuple[StackState | None, list[ServiceStatus]]:

@@ -228,11 +228,13 @@ def start(stack: Stack) -> Stack:
 
 
 def stop(stack: Stack) -> None:
-    """`conveyor down`, then check that no process of the stack and none of its ports is left."""
+    """`conveyor down`, then check that every service stopped on SIGTERM (SeaweedFS's planned
+    SIGKILL is not reported) and that no process of the stack and none of its ports is left."""
     if stack.running:
         stack.remember_pids()
     result = stack.cli("down")
     assert result.returncode == 0, result.stderr
+    assert "ignored SIGTERM" not in result.stderr, result.stderr
     left = sorted(pid for pid in stack.pids if alive(pid))
     assert not left, f"processes left after down: {left}"
     assert not port_listening(stack.prefect_port)
