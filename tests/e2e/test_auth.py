@@ -114,6 +114,26 @@ def test_the_same_requests_with_the_stored_credentials_succeed(hardened: Stack) 
         assert answer.status_code in (200, 201), (method, url, answer.text)
 
 
+def test_a_changed_password_and_a_deleted_user_are_refused_at_once(hardened: Stack) -> None:
+    """MLflow trusts a checked credential for a while (Conveyor turns its cache on): a password
+    changed or a user deleted through the API must still be refused on the very next request."""
+    secrets = secrets_of(hardened)
+    admin = (secrets["mlflow_username"], secrets["mlflow_password"])
+    users = f"{hardened.mlflow_url}/api/2.0/mlflow/users"
+    search = f"{hardened.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+    created = send("POST", f"{users}/create", {"username": "analyst", "password": "first-pass-9f2k"}, auth=admin)
+    assert created.status_code == 200, created.text
+    assert send("GET", search, None, auth=("analyst", "first-pass-9f2k")).status_code == 200  # now cached
+
+    body = {"username": "analyst", "password": "second-pass-7h3m"}
+    assert send("PATCH", f"{users}/update-password", body, auth=admin).status_code == 200
+    assert send("GET", search, None, auth=("analyst", "first-pass-9f2k")).status_code == 401
+    assert send("GET", search, None, auth=("analyst", "second-pass-7h3m")).status_code == 200  # now cached
+
+    assert send("DELETE", f"{users}/delete", {"username": "analyst"}, auth=admin).status_code == 200
+    assert send("GET", search, None, auth=("analyst", "second-pass-7h3m")).status_code == 401
+
+
 def test_secrets_are_owner_only_and_on_no_command_line_nor_in_stack_json(hardened: Stack) -> None:
     state_dir = hardened.root / ".conveyor"
     for name in ("auth.json", "auth.env"):
