@@ -78,7 +78,7 @@ def clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MLFLOW_", "CONVEYOR_"))}
 
 
-def wait_until(condition: Any, timeout: float, what: str, every: float = 1.0) -> Any:
+def wait_until(condition: Any, timeout: float, what: str, every: float = 0.5) -> Any:
     """Poll `condition()` until it returns something truthy; fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -151,7 +151,7 @@ class Stack:
                 return runs if all(run.state is not None and run.state.is_final() for run in runs) else None
 
             try:
-                return wait_until(final, timeout, f"flow runs {run_ids} final", every=1.0)
+                return wait_until(final, timeout, f"flow runs {run_ids} final", every=0.25)
             except AssertionError as exc:
                 pending = [f"{run.name}: {run.state_name}" for run in (client.read_flow_run(i) for i in run_ids)]
                 raise AssertionError(f"{exc}: {pending}\n{self.tail()}") from None

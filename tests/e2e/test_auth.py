@@ -170,7 +170,7 @@ def test_a_training_run_through_the_worker_completes(hardened: Stack) -> None:
             current = client.read_flow_run(run.id)
         return current if current.state is not None and current.state.is_final() else None
 
-    finished = wait_until(final, 900, f"flow run {run.id} final", every=2)
+    finished = wait_until(final, 900, f"flow run {run.id} final", every=0.5)
     assert finished.state.is_completed(), f"{finished.state}\n{hardened.tail()}"
     versions = mlflow_versions(hardened, env)
     assert versions, "the run registered no version"

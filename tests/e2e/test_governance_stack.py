@@ -51,7 +51,7 @@ def paused_run(stack: Stack, model: str) -> Any:
             assert not runs or not runs[0].state.is_final(), f"{runs[0].state}\n{stack.tail()}"
             return runs[0] if runs and runs[0].state.is_paused() else None
 
-        return wait_until(paused, 600, f"approval run of {model} paused", every=2)
+        return wait_until(paused, 600, f"approval run of {model} paused", every=0.5)
 
 
 def form_field(dialog: Any, label: str, index: int) -> Any:
