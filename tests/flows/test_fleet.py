@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ def child_runs(parent_id: Any) -> list[Any]:
 @pytest.fixture(scope="module")
 def fleet_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """Three good specs and one whose data does not exist, trained once in one parent run."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from conveyor.orchestration import fanout_task_runner
 
     with project_home(tmp_path_factory.mktemp("fleet")) as root:
@@ -50,8 +53,39 @@ def fleet_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFacto
             specs.append(str(write_spec(root, name, f"../data/{name}.csv")))
         specs.insert(1, str(write_spec(root, "broken", "../data/missing-*.csv")))
         runner = fanout_task_runner(dask=False, max_workers=2)
-        state = train_many_flow.with_options(task_runner=runner)(specs=specs, return_state=True)
+        # Heartbeats on, as for a run on the stack (the harness turns them off): the parent sends
+        # them, its children, which live inside its tasks, must not (see test below).
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
+            state = train_many_flow.with_options(task_runner=runner)(specs=specs, return_state=True)
         return root, state
+
+
+def heartbeats_of(flow_run_ids: list[Any]) -> set[str]:
+    """The flow runs among `flow_run_ids` that sent a heartbeat event (as stored by the API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    wanted = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}" for run_id in flow_run_ids]),
+    )
+    with get_client(sync_client=True) as client:
+        events = client.read_events(filter=wanted, limit=50).events  # the API allows at most 50
+    return {event.resource.id.removeprefix("prefect.flow-run.") for event in events}
+
+
+def test_the_parent_run_sends_heartbeats_and_its_child_runs_none(fleet_template: tuple[Path, Any]) -> None:
+    """A child lives inside a task of its parent, whose heartbeats already say it is alive; each
+    child's own would make it about a second longer (Prefect joins the heartbeat thread)."""
+    parent = str(fleet_template[1].state_details.flow_run_id)
+    children = [str(run.id) for run in child_runs(parent)]
+    assert len(children) == 4
+    # Events are stored a moment after they are sent: wait for the parent's, then look at all.
+    deadline = time.monotonic() + 60
+    while parent not in (sent := heartbeats_of([parent, *children])) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert parent in sent, "the parent run sent no heartbeat (is the event stored at all?)"
+    assert not sent & set(children), sent
 
 
 @pytest.fixture
