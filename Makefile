@@ -15,7 +15,7 @@ help: ## List the targets
 
 # The environment: a venv with uv inside it, then the locked dependencies, compiled to bytecode
 # once here: where PYTHONDONTWRITEBYTECODE is set (this machine sets it) no import can cache its
-# bytecode, and every process compiled Prefect, MLflow and GX again (imports 13 s -> 4 s here).
+# bytecode, and every process compiled Prefect, MLflow and GX again (benchmarks/bench_imports.py).
 $(BIN)/conveyor: pyproject.toml uv.lock Makefile
 	@test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --compile-bytecode

@@ -23,8 +23,8 @@ def _warm(starting: TemporaryAPI | None, *modules: str) -> None:
 
     The main thread would otherwise wait for the server idle (2.3 s of a `conveyor score` here,
     py-spy) and import these after it, on the flow's path: `conveyor score` of 80 rows took 6.9 s
-    instead of 9.4 s (5 alternating pairs, medians). `monitor` gained nothing from it (its flow
-    waits on other things), so it does not warm. Nothing when a server is already set.
+    instead of 9.4 s (5 alternating pairs, medians). `monitor` gained nothing from warming
+    matplotlib, measured the same way, so it does not warm. Nothing when a server is already set.
     """
     if starting is None:
         return

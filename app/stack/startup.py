@@ -345,8 +345,9 @@ def _stop_order(services: list[Service]) -> list[list[Service]]:
 
     The worker, the serving process and the Dask workers first: stopping, they finish what they
     are doing against servers that still answer (seen: `conveyor serve` loading a champion while
-    MLflow stopped beside it retried MLflow for 20 s and was SIGKILLed). Then the Prefect, MLflow
-    and Dask schedulers; SeaweedFS last, since the servers may still be writing to it.
+    MLflow stopped beside it retried MLflow for 20 s and was SIGKILLed). Then the Prefect and
+    MLflow servers and the Dask scheduler; SeaweedFS last, since the servers may still be writing
+    to it.
     """
     servers = {"prefect-server", "mlflow-server", scaled.DASK_SCHEDULER}
     store = [svc for svc in services if svc.name == scaled.SEAWEEDFS]
