@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.bench_embedded import run  # noqa: E402
 from benchmarks.common import machine, write_result  # noqa: E402
 
 # What a flow run on the worker, a `conveyor` command and the temporary server import between them.
@@ -28,12 +26,7 @@ IMPORTS = "import prefect, mlflow, sklearn, great_expectations, prefect.server.a
 
 
 def timed(env: dict[str, str]) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", IMPORTS], env=env, check=True, capture_output=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return run([sys.executable, "-c", IMPORTS], env, ROOT)
 
 
 def main() -> None:
