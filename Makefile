@@ -42,11 +42,12 @@ down: ## Stop exactly what `make up` started
 	$(BIN)/conveyor down
 
 .PHONY: test
-# pytest-xdist: each worker takes whole modules (their module-scoped trained stores are built once);
+# pytest-xdist: each worker takes whole modules (their module-scoped trained stores are built once),
+# the real-data corpus one table at a time (`-m ""` lifts pyproject's `not realdata`);
 # `make test TEST_WORKERS=1` runs them one after another.
 TEST_WORKERS ?= 2
-test: $(BIN)/conveyor ## Run the whole test suite (TEST_WORKERS=2 processes, whole modules each)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+test: $(BIN)/conveyor ## Run the whole test suite, the real-data corpus included (TEST_WORKERS=2 processes)
+	$(BIN)/pytest -m "" -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: test-realdata
 test-realdata: $(BIN)/conveyor ## The real-data corpus only (34 public tables, TEST_WORKERS processes, each table trained where its test runs)

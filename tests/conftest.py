@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,16 +102,28 @@ def weak_churn_template(prefect_harness: None, tmp_path_factory: pytest.TempPath
     return trained_project(tmp_path_factory.mktemp("weak"), rows=600, model=WEAK_MODEL)
 
 
-# pytest-xdist (`make test`): the modules on the session's shared stack (tests/e2e/conftest.py)
-# go to one worker as one unit, so the stack starts once, not once per worker (about a minute
-# each here); the units go out in collection order, the e2e tier (the longest) first.
-SHARED_STACK_UNIT = "tests/e2e: the modules on the shared stack"
+# pytest-xdist (`make test`). The e2e modules on a shared stack (tests/e2e/conftest.py) name it in a
+# `STACK = "<name>"` line; each stack's modules go to one worker as one unit, so each stack starts
+# once, not once per worker (about half a minute each here). The stacks' units go out first (the
+# longest), then every other module whole, and the real-data corpus one table per unit last, so
+# its short tests fill the workers' ends.
+SHARED_STACK_UNIT = "tests/e2e: the modules on stack"
+_STACK_LINE = re.compile(r'^STACK = "([\w-]+)"', re.MULTILINE)
 
 
 @functools.cache
-def _uses_shared_stack(path: str) -> bool:
+def shared_stack(path: str) -> str | None:
+    """The shared e2e stack the module at `path` (relative to the repository) runs on, if any."""
     file = REPO / path
-    return path.startswith("tests/e2e/") and file.is_file() and "running_stack" in file.read_text()
+    if not (path.startswith("tests/e2e/") and file.is_file()):
+        return None
+    found = _STACK_LINE.search(file.read_text())
+    return found.group(1) if found else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Stable: the shared stacks' modules first, everything else in collection order.
+    items.sort(key=lambda item: shared_stack(item.nodeid.split("::", 1)[0]) is None)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -121,7 +134,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class SharedStackScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = super()._split_scope(nodeid)
-            return SHARED_STACK_UNIT if _uses_shared_stack(path) else path
+            if stack := shared_stack(path):
+                return f"{SHARED_STACK_UNIT} {stack}"
+            return nodeid if path.startswith("tests/realdata/") else path
 
-    config.option.loadscopereorder = False  # keep collection order: e2e first, not the most tests first
+    config.option.loadscopereorder = False  # keep the order above, not the most tests first
     return SharedStackScheduling(config, log)

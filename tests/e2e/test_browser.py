@@ -19,6 +19,7 @@ from tests.factories import classification_frame, write_csv, write_spec
 MODEL = "browser"
 UI_TIMEOUT_MS = 90_000
 
+STACK = "ui"  # the shared stack this module runs on (tests/e2e/conftest.py)
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,

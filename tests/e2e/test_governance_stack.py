@@ -20,6 +20,7 @@ UI_MODEL = "approve-ui"
 GOVERNANCE = {"risk_tier": "medium", "approvers": ["ana", "bo"]}
 UI_TIMEOUT_MS = 90_000
 
+STACK = "ui"  # the shared stack this module runs on (tests/e2e/conftest.py)
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 

@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.harness import NIGHTLY, ON_DEMAND, Stack, drop_databases, new_stack, start, stop
 from tests.factories import classification_frame, write_csv, write_spec
 
+STACK = "loop"  # the shared stack this module runs on (tests/e2e/conftest.py)
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MODEL = "e2e"
