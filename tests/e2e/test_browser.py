@@ -37,7 +37,7 @@ def stack_project(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained_stack(running_stack: Stack) -> Stack:
-    """The session's stack, on which the training deployment ran once for MODEL, as Run would."""
+    """The module's shared stack, on which the training deployment ran once for MODEL, as Run would."""
     run = running_stack.run_deployment("training/training", {"spec": MODEL})
     (final,) = running_stack.wait_final([run.id])
     assert final.state.is_completed(), f"{final.state.message}\n{running_stack.tail()}"
@@ -62,7 +62,7 @@ def test_prefect_ui_lists_the_training_deployments(trained_stack: Stack, page: A
     page.goto(f"http://127.0.0.1:{trained_stack.prefect_port}/deployments")
     search = page.get_by_placeholder("Search deployments")
     search.wait_for(timeout=UI_TIMEOUT_MS)
-    # The list is paged (the session's stack deploys a dozen `train-*` specs): find each
+    # The list is paged (a shared stack deploys a `train-*` per spec of its modules): find each
     # deployment by its full name, as a user would.
     for name, deployment_id in ids.items():
         search.fill(name)

@@ -36,7 +36,7 @@ def stack_project(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def stack(running_stack: Stack) -> Stack:
-    """The session's stack, with the first day of data landed."""
+    """The module's shared stack, with the first day of data landed."""
     write_csv(running_stack.root, "data/loop/2026-11-01.csv", classification_frame(rows=600, seed=0))
     return running_stack
 

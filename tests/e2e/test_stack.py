@@ -1,6 +1,6 @@
 """The local stack for real: `conveyor up`, a run started as the UI's Run button does, `down`.
 
-The SQLite profile runs on the e2e session's shared stack; the PostgreSQL profile starts one of
+The SQLite profile runs on the shared stack `loop`; the PostgreSQL profile starts one of
 its own (in a throwaway copy of the project, on free ports) and drops its databases at the end.
 """
 
