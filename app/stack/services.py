@@ -9,6 +9,8 @@ the credentials of `.conveyor/auth.json` travel the same way, in the environment
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from app.stack.auth import allowed_hosts, allowed_origins, stack_credentials
 from app.stack.config import HOST, POOL, WORKER_NAME, StackConfig, without_password
@@ -73,6 +75,8 @@ def worker_env(config: StackConfig) -> dict[str, str]:
     """The worker's environment, inherited by every flow run it starts."""
     env = base_env(config)
     env.update(PREFECT_WORKER_QUERY_SECONDS="2", MLFLOW_TRACKING_URI=config.mlflow_url)
+    # The pool's flow runs are `python -m prefect.engine` (health.FLOW_RUN_COMMAND): this venv's python.
+    env["PATH"] = os.pathsep.join(filter(None, (str(Path(sys.executable).parent), env.get("PATH"))))
     if config.dask_address:  # the flows' fan-outs run on the stack's Dask cluster
         env["CONVEYOR_DASK_ADDRESS"] = config.dask_address
     if config.s3:  # `s3://` data paths and prediction logs

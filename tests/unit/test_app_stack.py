@@ -253,3 +253,34 @@ def test_a_recorded_process_is_still_known_after_the_wall_clock_moves(monkeypatc
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_work_pool_starts_the_engine_directly_and_keeps_a_command_someone_set(prefect_harness: None) -> None:
+    """The pool `up` makes runs `python -m prefect.engine` (Prefect's own server, the harness's);
+    a pool made without a command gets it; a command set on the pool is left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.settings import PREFECT_API_URL
+
+    from app.stack.config import POOL
+    from app.stack.health import FLOW_RUN_COMMAND, ensure_work_pool
+
+    def command() -> object:
+        with get_client(sync_client=True) as client:
+            return client.read_work_pool(POOL).base_job_template["variables"]["properties"]["command"]["default"]
+
+    def set_command(value: str | None) -> None:
+        with get_client(sync_client=True) as client:
+            template = client.read_work_pool(POOL).base_job_template
+            template["variables"]["properties"]["command"]["default"] = value
+            client.update_work_pool(POOL, WorkPoolUpdate(base_job_template=template))
+
+    api_url = str(PREFECT_API_URL.value())
+    ensure_work_pool(api_url)
+    assert command() == FLOW_RUN_COMMAND
+    set_command(None)  # as Prefect's default template, which an earlier `up` used
+    ensure_work_pool(api_url)
+    assert command() == FLOW_RUN_COMMAND
+    set_command("/opt/py/bin/python -m prefect.engine")
+    ensure_work_pool(api_url)
+    assert command() == "/opt/py/bin/python -m prefect.engine"
