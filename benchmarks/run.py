@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     "training", "package", "embedded", "validation", "scoring", "monitoring", "stack", "categories", "specs", "serving",
-    "fleet", "card", "seaweedfs", "flow_call", "imports",
+    "fleet", "card", "seaweedfs", "flow_call", "imports", "worker_run",
 )  # fmt: skip
 
 

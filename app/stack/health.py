@@ -129,9 +129,8 @@ def worker_online(config: StackConfig) -> bool:
 
 # What a flow run of the pool runs: the engine itself, with the `python` first on the worker's PATH
 # (the stack's worker gets the venv's bin first: services.worker_env). Without a command, Prefect
-# 3.9's process worker starts a workspace supervisor process that then starts the engine: measured
-# on the stack (a `watch` run, 4 pairs), 5.1 s from Run to Completed and 4.7 CPU-seconds, against
-# 3.5 s and 3.7 with the engine started directly.
+# 3.9's process worker starts a workspace supervisor process that then starts the engine, about
+# 1.3 CPU-seconds more per run (benchmarks/bench_worker_run.py).
 FLOW_RUN_COMMAND = "python -m prefect.engine"
 
 
