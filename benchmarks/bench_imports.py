@@ -10,8 +10,8 @@ first; wall and CPU (user + system) medians. Usage: benchmarks/bench_imports.py 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.bench_embedded import run  # noqa: E402
-from benchmarks.common import machine, write_result  # noqa: E402
+from benchmarks.common import machine, pair_summary, paired_runs, write_result  # noqa: E402
 
 # What a flow run on the worker, a `conveyor` command and the temporary server import between them.
 IMPORTS = "import prefect, mlflow, sklearn, great_expectations, prefect.server.api.server"
@@ -37,27 +37,17 @@ def main() -> None:
     load = os.getloadavg()[0]
     base = {key: value for key, value in os.environ.items() if key != "PYTHONPYCACHEPREFIX"}
     base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"}
-    sides: dict[str, list[tuple[float, float]]] = {"bytecode": [], "no_bytecode": []}
     with tempfile.TemporaryDirectory() as empty:
         envs = {"bytecode": base, "no_bytecode": base | {"PYTHONPYCACHEPREFIX": empty, "PYTHONDONTWRITEBYTECODE": "1"}}
         timed(envs["bytecode"])  # the page cache warmed for both
-        for pair in range(args.pairs):
-            order = ["bytecode", "no_bytecode"] if pair % 2 == 0 else ["no_bytecode", "bytecode"]
-            for side in order:
-                sides[side].append(timed(envs[side]))
-    medians = {
-        side: {
-            "wall_s": round(statistics.median(w for w, _ in runs), 2),
-            "cpu_s": round(statistics.median(c for _, c in runs), 2),
-        }
-        for side, runs in sides.items()
-    }
+        runs = paired_runs({side: functools.partial(timed, env) for side, env in envs.items()}, args.pairs)
+    summary = pair_summary(runs, ("wall_s", "cpu_s"))
+    medians = summary["medians"]
     result = {
         "benchmark": "imports",
         "imports": IMPORTS,
         "pairs": args.pairs,
-        "medians": medians,
-        "all": {side: [[round(w, 2), round(c, 2)] for w, c in runs] for side, runs in sides.items()},
+        **summary,
         "machine": machine(load),
         "goals": {
             "imports in a new process, installed bytecode": {

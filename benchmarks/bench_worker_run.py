@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from app.stack.health import FLOW_RUN_COMMAND  # noqa: E402
 from benchmarks.bench_stack import cli, environment, fresh_project  # noqa: E402
-from benchmarks.common import machine, write_result  # noqa: E402
+from benchmarks.common import machine, pair_summary, paired_runs, write_result  # noqa: E402
 
 SIDES = {"engine directly": FLOW_RUN_COMMAND, "workspace supervisor (Prefect's default)": None}
 
@@ -61,35 +61,30 @@ def main() -> None:
     load = os.getloadavg()[0]
     root = fresh_project("worker-run")
     env = environment(root)
-    sides: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
     try:
         cli(root, env, "up")
         with SyncPrefectClient(f"http://127.0.0.1:{env['CONVEYOR_PREFECT_PORT']}/api") as client:
             watch = client.read_deployment_by_name("watch/watch").id
             template = client.read_work_pool("conveyor").base_job_template
+
+            def on(side: str) -> tuple[float, float]:
+                chosen = copy.deepcopy(template)
+                chosen["variables"]["properties"]["command"]["default"] = SIDES[side]
+                client.update_work_pool("conveyor", WorkPoolUpdate(base_job_template=chosen))
+                return one_run(client, watch)
+
             one_run(client, watch)  # the first run warms the page cache for both sides
-            for pair in range(args.pairs):
-                for side in list(SIDES) if pair % 2 == 0 else list(reversed(SIDES)):
-                    chosen = copy.deepcopy(template)
-                    chosen["variables"]["properties"]["command"]["default"] = SIDES[side]
-                    client.update_work_pool("conveyor", WorkPoolUpdate(base_job_template=chosen))
-                    sides[side].append(one_run(client, watch))
+            runs = paired_runs({side: functools.partial(on, side) for side in SIDES}, args.pairs)
     finally:
         subprocess.run([sys.executable, "-m", "app.commands_stack", "down"], cwd=root, env=env, capture_output=True)
-    medians = {
-        side: {
-            "seconds": round(statistics.median(s for s, _ in runs), 2),
-            "cpu_s": round(statistics.median(c for _, c in runs), 2),
-        }
-        for side, runs in sides.items()
-    }
+    summary = pair_summary(runs, ("seconds", "cpu_s"))
+    medians = summary["medians"]
     ours, default = medians["engine directly"], medians["workspace supervisor (Prefect's default)"]
     result = {
         "benchmark": "worker_run",
         "flow": "watch (deployment watch/watch)",
         "pairs": args.pairs,
-        "medians": medians,
-        "all": {side: [[round(s, 2), round(c, 2)] for s, c in runs] for side, runs in sides.items()},
+        **summary,
         "machine": machine(load),
         "goals": {
             "a deployment run, Run to Completed": {

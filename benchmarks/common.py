@@ -11,9 +11,11 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,6 +81,31 @@ def machine(load_at_start: float | None = None) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "load_1min_at_start": None if load_at_start is None else round(load_at_start, 2),
+    }
+
+
+Runs = dict[str, list[tuple[float, float]]]  # per side, each run's two figures
+
+
+def paired_runs(measure: dict[str, Callable[[], tuple[float, float]]], pairs: int) -> Runs:
+    """Each side's two figures, measured `pairs` times, alternating which side goes first (a drift in
+    the machine's load then falls on both sides alike)."""
+    runs: Runs = {side: [] for side in measure}
+    sides = list(measure)
+    for pair in range(pairs):
+        for side in sides if pair % 2 == 0 else sides[::-1]:
+            runs[side].append(measure[side]())
+    return runs
+
+
+def pair_summary(runs: Runs, names: tuple[str, str]) -> dict[str, Any]:
+    """Per side the median of each of the two figures (named `names`), and every run, to 0.01."""
+    return {
+        "medians": {
+            side: {name: round(statistics.median(run[i] for run in side_runs), 2) for i, name in enumerate(names)}
+            for side, side_runs in runs.items()
+        },
+        "all": {side: [[round(value, 2) for value in run] for run in side_runs] for side, side_runs in runs.items()},
     }
 
 
