@@ -322,12 +322,9 @@ def down(config: StackConfig, *, timeout: float = 20) -> list[str]:
         if state is None:
             return []
         stopped = [name for name, svc in state.services.items() if is_alive(svc)]
-        survivors: list[str] = []
-        for services in _stop_order(list(state.services.values())):
-            if services and services[0].name == scaled.SEAWEEDFS:
-                survivors += terminate(services, timeout=min(timeout, scaled.SEAWEEDFS_STOP_GRACE), expect_kill=True)
-            else:
-                survivors += terminate(services, timeout=timeout)
+        clients, servers, store = _stop_order(list(state.services.values()))
+        survivors = terminate(clients, timeout=timeout) + terminate(servers, timeout=timeout)
+        survivors += terminate(store, timeout=min(timeout, scaled.SEAWEEDFS_STOP_GRACE), expect_kill=True)
         if survivors:
             raise StackError(f"could not stop {', '.join(survivors)} even with SIGKILL")
         ports = [svc.port for svc in state.services.values() if svc.port]
@@ -340,8 +337,8 @@ def down(config: StackConfig, *, timeout: float = 20) -> list[str]:
         return stopped
 
 
-def _stop_order(services: list[Service]) -> list[list[Service]]:
-    """Clients before the servers they talk to, the S3 store last.
+def _stop_order(services: list[Service]) -> tuple[list[Service], list[Service], list[Service]]:
+    """The clients, the servers they talk to, and the S3 store, in the order they stop (any may be empty).
 
     The worker, the serving process and the Dask workers first: stopping, they finish what they
     are doing against servers that still answer (seen: `conveyor serve` loading a champion while
@@ -349,11 +346,11 @@ def _stop_order(services: list[Service]) -> list[list[Service]]:
     MLflow servers and the Dask scheduler; SeaweedFS last, since the servers may still be writing
     to it.
     """
-    servers = {"prefect-server", "mlflow-server", scaled.DASK_SCHEDULER}
+    server_names = {"prefect-server", "mlflow-server", scaled.DASK_SCHEDULER}
     store = [svc for svc in services if svc.name == scaled.SEAWEEDFS]
-    middle = [svc for svc in services if svc.name in servers]
-    first = [svc for svc in services if svc not in store and svc not in middle]
-    return [group for group in (first, middle, store) if group]
+    servers = [svc for svc in services if svc.name in server_names]
+    clients = [svc for svc in services if svc not in store and svc not in servers]
+    return clients, servers, store
 
 
 def status(config: StackConfig) -> tuple[StackState | None, list[ServiceStatus]]:
