@@ -65,6 +65,10 @@ lint: $(BIN)/conveyor ## ruff and mypy
 bench: $(BIN)/conveyor ## Run the benchmarks (results in benchmarks/results/)
 	$(BIN)/python benchmarks/run.py
 
+.PHONY: census
+census: $(BIN)/conveyor ## Where make test's CPU goes, by kind of process and by test module (psutil samples)
+	$(BIN)/python benchmarks/suite_census.py -- $(MAKE) test
+
 .PHONY: clean
 clean: ## Remove the local stores (.conveyor/) and generated data
 	rm -rf .conveyor data
