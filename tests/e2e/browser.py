@@ -42,3 +42,19 @@ def chromium_page(timeout_ms: float | None = None) -> Iterator[Any]:
 def screenshot(page: Any, name: str, full_page: bool = False) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
+
+
+def close_toasts(page: Any) -> None:
+    """Close Prefect's toasts, as a person clicks their X: an error's ("Oops. Something went
+    wrong.") or another's that has not faded yet. The toast's countdown ring lies over its X, so
+    a pointer click there lands on the ring (Playwright waits 90 s, "subtree intercepts pointer
+    events", seen in a fresh-clone run): the click is sent to the button itself. A toast that
+    fades away meanwhile is left to go."""
+    from playwright.sync_api import Error
+
+    for close in page.locator(".p-toast__close-btn").all():
+        try:
+            if close.is_visible():
+                close.dispatch_event("click", timeout=5_000)
+        except Error:
+            continue

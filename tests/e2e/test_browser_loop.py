@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.e2e import browser
-from tests.e2e.browser import NEEDS_CHROMIUM, chromium_page
+from tests.e2e.browser import NEEDS_CHROMIUM, chromium_page, close_toasts
 from tests.e2e.harness import ON_DEMAND, Stack, wait_until
 from tests.factories import classification_frame, write_csv, write_spec
 
@@ -130,9 +130,7 @@ def submit(page: Any, stack: Stack, deployment: str, before: set[str]) -> str:
     """
     form = re.compile(rf"/deployments/deployment/{deployment}/run")
     for _ in range(3):
-        for close in page.locator(".p-toast__close-btn").all():  # an earlier error's toast
-            if close.is_visible():
-                close.click()
+        close_toasts(page)  # an earlier error's toast, or one not faded yet
         page.get_by_role("button", name="Submit").click()
         try:
             wait_until(
@@ -165,6 +163,8 @@ def custom_run(page: Any, stack: Stack, name: str, model: str, paths: dict[str, 
 
 
 def test_the_loop_clicked_through_both_uis(running_stack: Stack, page: Any) -> None:
+    from playwright.sync_api import expect
+
     stack = running_stack
 
     # a. Quick run of train-<model>: no dialog, no form, a run starts; its state message says the outcome.
@@ -175,6 +175,8 @@ def test_the_loop_clicked_through_both_uis(running_stack: Stack, page: Any) -> N
     page.get_by_text("Quick run", exact=True).click()
     page.get_by_text("scheduled to start now").first.wait_for()
     assert page.get_by_role("dialog").count() == 0
+    close_toasts(page)  # its X lies under the toast's countdown ring; closed at once, not faded
+    expect(page.get_by_text("scheduled to start now")).to_have_count(0, timeout=1_500)
     assert urlparse(page.url).path == f"/deployments/deployment/{train}", page.url  # no form opened
     trained = completed(stack, started_by_click(stack, train, before))
     assert "promoted" in trained.state.message, trained.state.message

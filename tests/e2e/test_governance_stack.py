@@ -111,9 +111,7 @@ def test_the_approval_form_in_the_prefect_ui_promotes(running_stack: Stack) -> N
         # wrong." and the run still paused, as seen with a deployment's form): a person closes
         # the toast and submits again; a form that was taken closes.
         for _ in range(3):
-            for close in page.locator(".p-toast__close-btn").all():
-                if close.is_visible():
-                    close.click()
+            browser.close_toasts(page)
             dialog.get_by_role("button", name="Submit").click()
             try:
                 expect(dialog).to_be_hidden(timeout=30_000)
