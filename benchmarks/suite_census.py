@@ -68,7 +68,7 @@ class Sampler(threading.Thread):
         self.sample()
 
     def sample(self) -> None:
-        for process in psutil.process_iter(["pid", "create_time", "cpu_times"]):
+        for process in psutil.process_iter(["pid", "name", "create_time", "cpu_times"]):
             info = process.info
             if info["cpu_times"] is None:
                 continue
