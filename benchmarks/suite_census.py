@@ -68,7 +68,7 @@ class Sampler(threading.Thread):
         self.sample()
 
     def sample(self) -> None:
-        for process in psutil.process_iter(["pid", "name", "create_time", "cpu_times"]):
+        for process in psutil.process_iter(["pid", "ppid", "name", "create_time", "cpu_times"]):
             info = process.info
             if info["cpu_times"] is None:
                 continue
@@ -82,7 +82,13 @@ class Sampler(threading.Thread):
                 test = process.environ().get("PYTEST_CURRENT_TEST", "")
             except (psutil.Error, OSError):
                 command, test = process.info.get("name") or "?", ""
-            self.seen[key] = {"command": command[:300], "cpu": cpu, "test": test, "start": info["create_time"]}
+            self.seen[key] = {
+                "command": command[:300],
+                "cpu": cpu,
+                "test": test,
+                "pid": info["pid"],
+                "ppid": info["ppid"],
+            }
 
 
 def busy_seconds() -> float:
@@ -102,12 +108,22 @@ def main() -> None:
     before = set(sampler.seen)  # what ran before the command is not the suite's
     busy, started = busy_seconds(), time.time()
     sampler.start()
-    code = subprocess.call(args.command)
+    command = subprocess.Popen(args.command)
+    code = command.wait()
     sampler.stopped.set()
     sampler.join()
     wall, machine = time.time() - started, busy_seconds() - busy
 
-    mine = [p for key, p in sampler.seen.items() if key not in before]
+    # The command's descendants, by the parent each process had when first seen (a server that
+    # detaches is seen while its starter lives); anything else that started meanwhile is apart.
+    new = [p for key, p in sampler.seen.items() if key not in before]
+    family, grew = {command.pid}, True
+    while grew:
+        size = len(family)
+        family |= {p["pid"] for p in new if p["ppid"] in family}
+        grew = len(family) > size
+    mine = [p for p in new if p["pid"] in family]
+    others = sum(p["cpu"] for p in new if p["pid"] not in family)
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     by_module: dict[str, float] = defaultdict(float)
     for process in mine:
@@ -126,6 +142,7 @@ def main() -> None:
         "machine_busy_cpu_seconds": round(machine, 1),
         "machine_busy_share": round(machine / (wall * (psutil.cpu_count() or 1)), 3),
         "counted_cpu_seconds": round(counted, 1),
+        "other_new_processes_cpu_seconds": round(others, 1),
         "by_kind": {
             kind: {"processes": int(n), "cpu_seconds": round(cpu, 1)}
             for kind, (n, cpu) in sorted(by_kind.items(), key=lambda item: -item[1][1])
@@ -135,7 +152,7 @@ def main() -> None:
         },
     }
     print(f"{wall:.0f} s wall; machine busy {machine:.0f} CPU-s ({result['machine_busy_share']:.0%} of the cores)")
-    print(f"counted in processes the command started: {counted:.0f} CPU-s")
+    print(f"counted in processes the command started: {counted:.0f} CPU-s; other new processes: {others:.0f} CPU-s")
     for kind, entry in result["by_kind"].items():
         print(f"{entry['cpu_seconds']:8.1f} CPU-s {entry['processes']:5d} processes  {kind}")
     write_result(args.out, result)
