@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,17 +24,22 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import pair_summary, paired_runs, write_result  # noqa: E402
 
 
 def fit(data: tuple[np.ndarray, np.ndarray]) -> None:
     HistGradientBoostingClassifier(random_state=0).fit(*data)
 
 
-def timed(run: object) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()  # type: ignore[operator]
-    return time.perf_counter() - wall, time.process_time() - cpu
+def timed(run: Callable[[], None]) -> Callable[[], tuple[float, float]]:
+    """`run` measured: its wall and this process's CPU seconds."""
+
+    def measured() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    return measured
 
 
 def main() -> None:
@@ -58,19 +63,19 @@ def main() -> None:
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(fit, data))
 
-    pairs = [(timed(sequential), timed(threads)) for _ in range(args.pairs)]
-    median = statistics.median
+    runs = paired_runs({"sequential": timed(sequential), "two_threads": timed(threads)}, args.pairs)
+    summary = pair_summary(runs, ("wall", "cpu"))
+    one, two = summary["medians"]["sequential"], summary["medians"]["two_threads"]
     result = {
         "fits": args.fits,
         "rows": args.rows,
+        "pairs": args.pairs,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average": list(os.getloadavg()),
-        "sequential": {"wall": median(p[0][0] for p in pairs), "cpu": median(p[0][1] for p in pairs)},
-        "two_threads": {"wall": median(p[1][0] for p in pairs), "cpu": median(p[1][1] for p in pairs)},
-        "pairs": [{"sequential": list(a), "two_threads": list(b)} for a, b in pairs],
+        **summary,
+        "wall_ratio": round(two["wall"] / one["wall"], 2),
+        "cpu_ratio": round(two["cpu"] / one["cpu"], 2),
     }
-    result["wall_ratio"] = round(result["two_threads"]["wall"] / result["sequential"]["wall"], 2)
-    result["cpu_ratio"] = round(result["two_threads"]["cpu"] / result["sequential"]["cpu"], 2)
     write_result(args.out, result)
 
 
