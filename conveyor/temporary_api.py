@@ -40,20 +40,36 @@ class TemporaryAPI:
         self.port = 0
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's errors, kept for the message
         self._ready = False
+        self._env: dict[str, str] = {}
+        self._seed = True
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def begin(self) -> TemporaryAPI:
-        """Start the server's process and return at once: its start-up overlaps the caller's work."""
+    def begin(self, env: dict[str, str] | None = None, seed: bool = True) -> TemporaryAPI:
+        """Start the server's process and return at once: its start-up overlaps the caller's work.
+
+        `env` adds to the settings the server inherits. A database file that does not exist yet
+        starts as a copy of the installed template (conveyor.prefect_database), unless `seed` is off.
+        """
+        self._env, self._seed = dict(env or {}), seed
+        return self._launch()
+
+    def _launch(self) -> TemporaryAPI:
         import prefect
         from prefect.logging import get_logger
         from prefect.settings import get_current_settings
 
+        from conveyor import prefect_database
+
         self.port = free_port()
-        env = {**os.environ, **SERVER_ENV, **get_current_settings().to_environment_variables(exclude_unset=True)}
+        settings = get_current_settings()
+        env = {**os.environ, **SERVER_ENV, **settings.to_environment_variables(exclude_unset=True), **self._env}
         env.pop("PREFECT_API_URL", None)
+        url = self._env.get(prefect_database.DATABASE_URL) or settings.server.database.connection_url
+        if self._seed and url is not None:
+            prefect_database.seed(url if isinstance(url, str) else url.get_secret_value())
         command = [
             *(sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent)),
             *("--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)),
@@ -80,7 +96,7 @@ class TemporaryAPI:
                 code = self.process.poll()
                 if code == STARTUP_FAILED and "address already in use" in self._errors() and attempts < ATTEMPTS:
                     attempts += 1
-                    self.begin()
+                    self._launch()
                     continue
                 if code is not None:
                     raise UnreachableError(f"Prefect's temporary server exited with code {code}: {self._last_error()}")

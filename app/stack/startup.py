@@ -45,7 +45,7 @@ from app.stack.services import (
     worker_env,
 )
 from app.stack.state import Service, StackState, read_state
-from conveyor import registry
+from conveyor import prefect_database, registry
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ class _Startup:
 
     def run(self, deadline: float) -> None:
         config = self.config
+        prefect_database.seed(config.prefect_database_url())  # a new stack's SQLite: a copy, not 116 migrations
         self.start_service("prefect-server", prefect_server_env(config), config.prefect_ui_url)
         if config.database_url and not mlflow_schema_current(config):
             # Migrations run once, before the server's single worker starts, never concurrently.
