@@ -3,9 +3,10 @@ Prefect server per command) against benchmarks/plain_train.py on the same data a
 
 Each pair runs both commands back to back (alternating which goes first) on a fresh project and an
 empty MLflow store. "steady": Prefect's home kept between runs (warmed once, untimed); "first": a
-new Prefect home each run (its database created and migrated). Wall and CPU (user + system of the
-command and everything it started) are medians over --pairs pairs.
-Usage: benchmarks/bench_embedded.py [--rows 200000] [--pairs 5] [--modes steady,first]
+new Prefect home each run (its database a copy of the template `make install` builds;
+`--unseeded` also times the command with no copy, its server running Prefect's migrations). Wall
+and CPU (user + system of the command and everything it started) are medians over --pairs pairs.
+Usage: benchmarks/bench_embedded.py [--rows 200000] [--pairs 5] [--modes steady,first] [--unseeded]
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, floa
     return wall, cpu
 
 
-# `conveyor train` with its temporary server started only when the flow is about to run (after the
-# imports), as it was before the start overlapped them.
-SEQUENTIAL = (
-    "import sys, conveyor.temporary_api as t; t.begin_temporary_api = lambda: None; "
-    "from app.cli import main; sys.argv = ['conveyor', 'train', 'bench']; main()"
-)
+TRAIN = "from app.cli import main; sys.argv = ['conveyor', 'train', 'bench']; main()"
+VARIANTS = {
+    # Its temporary server started only when the flow is about to run (after the imports), as it
+    # was before the start overlapped them.
+    "sequential": "import sys, conveyor.temporary_api as t; t.begin_temporary_api = lambda: None; " + TRAIN,
+    # A new Prefect database created by Prefect's migrations, not copied from the template.
+    "unseeded": "import sys, conveyor.prefect_database as d; d.seed = lambda *args, **kwargs: False; " + TRAIN,
+}
 
 
-def conveyor(data: Path, prefect_home: Path, sequential: bool = False) -> tuple[float, float]:
+def conveyor(data: Path, prefect_home: Path, variant: str | None = None) -> tuple[float, float]:
     from benchmarks.bench_training import base_env, prepare
 
     home = prepare(data, "conveyor")
@@ -59,7 +62,7 @@ def conveyor(data: Path, prefect_home: Path, sequential: bool = False) -> tuple[
     # is measured, not failed.
     env = base_env(home) | {"PREFECT_HOME": str(prefect_home)}
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "600"
-    command = [sys.executable, "-c", SEQUENTIAL] if sequential else [str(BIN / "conveyor"), "train", "bench"]
+    command = [sys.executable, "-c", VARIANTS[variant]] if variant else [str(BIN / "conveyor"), "train", "bench"]
     return run(command, env, home)
 
 
@@ -70,37 +73,30 @@ def plain(data: Path) -> tuple[float, float]:
     return run(plain_command(home), base_env(home), home)
 
 
-def measure(data: Path, mode: str, pairs: int, compare: bool) -> dict[str, Any]:
+def measure(data: Path, mode: str, pairs: int, variants: list[str]) -> dict[str, Any]:
     kept = WORK / "prefect-home-kept"
     if mode == "steady":
         shutil.rmtree(kept, ignore_errors=True)
-        conveyor(data, kept)  # creates and migrates Prefect's database once, untimed
-    sides: dict[str, list[tuple[float, float]]] = {}
-    for name in ["plain", "conveyor", "sequential"] if compare else ["plain", "conveyor"]:
-        sides[name] = []
+        conveyor(data, kept)  # creates Prefect's database once, untimed
+    sides: dict[str, list[tuple[float, float]]] = {name: [] for name in ["plain", "conveyor", *variants]}
     for i in range(pairs):
-        fresh = WORK / f"prefect-home-{i}"
-        shutil.rmtree(fresh, ignore_errors=True)
-        home = kept if mode == "steady" else fresh
         order = list(sides) if i % 2 else list(reversed(sides))
         for side in order:
-            sides[side].append(plain(data) if side == "plain" else conveyor(data, home, side == "sequential"))
-        shutil.rmtree(fresh, ignore_errors=True)
-        c, p = sides["conveyor"][-1], sides["plain"][-1]
-        print(
-            f"{mode} pair {i + 1}: conveyor {c[0]:.1f} s ({c[1]:.1f} CPU), plain {p[0]:.1f} s ({p[1]:.1f} CPU)"
-            + "".join(f", sequential {w:.1f} s ({u:.1f} CPU)" for w, u in sides.get("sequential", [])[-1:]),
-            file=sys.stderr,
-        )
+            fresh = WORK / f"prefect-home-{i}-{side}"
+            shutil.rmtree(fresh, ignore_errors=True)
+            home = kept if mode == "steady" else fresh
+            variant = None if side == "conveyor" else side
+            sides[side].append(plain(data) if side == "plain" else conveyor(data, home, variant))
+            shutil.rmtree(fresh, ignore_errors=True)
+        last = ", ".join(f"{side} {v[-1][0]:.1f} s ({v[-1][1]:.1f} CPU)" for side, v in sides.items())
+        print(f"{mode} pair {i + 1}: {last}", file=sys.stderr)
     wall = {side: statistics.median(w for w, _ in values) for side, values in sides.items()}
     cpu = {side: statistics.median(c for _, c in values) for side, values in sides.items()}
-    sequential: dict[str, Any] = {}
-    if compare:
-        sequential = {
-            "sequential_over_wall_s": wall["sequential"] - wall["plain"],
-            "sequential_over_cpu_s": cpu["sequential"] - cpu["plain"],
-        }
-    return sequential | {
+    others: dict[str, Any] = {}
+    for variant in variants:
+        others[f"{variant}_over_wall_s"] = wall[variant] - wall["plain"]
+        others[f"{variant}_over_cpu_s"] = cpu[variant] - cpu["plain"]
+    return others | {
         "conveyor_wall_s": wall["conveyor"],
         "plain_wall_s": wall["plain"],
         "over_wall_s": wall["conveyor"] - wall["plain"],
@@ -119,6 +115,9 @@ def main() -> None:
     parser.add_argument(
         "--compare", action="store_true", help="also time the command without the overlapped server start"
     )
+    parser.add_argument(
+        "--unseeded", action="store_true", help="also time a first run whose server migrates a new database"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embedded.json"))
     args = parser.parse_args()
     os.environ.pop("OMP_NUM_THREADS", None)
@@ -128,7 +127,11 @@ def main() -> None:
     data = WORK / "data.csv"
     write_csv(make_frame(args.rows, seed=2), data)
     draft(data)
-    figures = {mode: measure(data, mode, args.pairs, args.compare) for mode in args.modes.split(",")}
+    figures = {}
+    for mode in args.modes.split(","):
+        variants = ["sequential"] if args.compare else []
+        variants += ["unseeded"] if args.unseeded and mode == "first" else []
+        figures[mode] = measure(data, mode, args.pairs, variants)
     goals = {
         f"embedded_over_plain_{kind}_s ({mode}, {args.rows} rows)": {
             "value": round(figure[f"over_{kind}_s"], 2),

@@ -73,6 +73,12 @@ def seed(url: str, template: Path | None = None) -> bool:
     return True
 
 
+def exists(url: str) -> bool:
+    """Whether `url` is a SQLite database whose file exists."""
+    target = sqlite_file(url)
+    return target is not None and target.is_file()
+
+
 def tables_with_rows(database: Path) -> set[str]:
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
