@@ -30,6 +30,9 @@ from pathlib import Path
 # and the block types. A template holding anything else (a run, a secret's key) is refused.
 TEMPLATE_TABLES = frozenset({"alembic_version", "block_type", "block_schema", "block_schema_reference"})
 DATABASE_URL = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+# The migrations took 11 s here on a quiet machine; an install on a loaded one must not fail at
+# Prefect's 20 s start-up timeout.
+BUILD_TIMEOUT_S = 300.0
 
 
 def template_path() -> Path:
@@ -104,7 +107,7 @@ def build_template(destination: Path | None = None) -> Path:
             env={"PREFECT_HOME": scratch, DATABASE_URL: f"sqlite+aiosqlite:///{database}"}, seed=False
         )
         try:
-            server.wait()
+            server.wait(timeout=BUILD_TIMEOUT_S)
         finally:
             server.stop()
         check_new(database)

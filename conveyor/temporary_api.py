@@ -93,14 +93,15 @@ class TemporaryAPI:
         atexit.register(self.stop)
         return self
 
-    def wait(self) -> str:
-        """The API URL once `/health` answers; UnreachableError naming the cause when it never does."""
+    def wait(self, timeout: float | None = None) -> str:
+        """The API URL once `/health` answers within `timeout` seconds (Prefect's start-up timeout
+        setting by default); UnreachableError naming the cause when it never does."""
         if self._ready:
             return self.api_url
         import httpx
         from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-        timeout = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        timeout = timeout or float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         deadline = time.monotonic() + timeout
         attempts = 1
         with httpx.Client(timeout=2) as client:
