@@ -5,7 +5,10 @@ of the project under benchmarks/.work/stack, on free ports, SQLite profile:
 
 - cold: `up` on an empty state folder (database migrations, `prefect deploy --all`, the per-spec
   deployments), each in a fresh copy;
-- warm: `up` again after `down` (stores and deployments exist: what a daily `make up` costs).
+- warm: `up` again after `down` (stores and deployments exist: what a daily `make up` costs);
+- with --unseeded, also a cold `up` whose Prefect server creates its database with Prefect's
+  migrations instead of starting from a copy of the empty one (conveyor/prefect_database.py),
+  alternating with the cold `up` in each repeat.
 
 Memory: with the stack idle (no flow run), the sum of VmRSS over every process tree the stack
 started (prefect server; mlflow launcher and its uvicorn worker; the Prefect worker), read with
@@ -69,11 +72,18 @@ def environment(root: Path) -> dict[str, str]:
     return env
 
 
-def cli(root: Path, env: dict[str, str], *args: str) -> float:
+# `conveyor <args>` with no copy of Prefect's empty database: its server migrates a new one.
+UNSEEDED = (
+    "import runpy, sys, conveyor.prefect_database as d; d.seed = lambda *args, **kwargs: False; "
+    "sys.argv[0] = 'conveyor'; runpy.run_module('app.commands_stack', run_name='__main__')"
+)
+
+
+def cli(root: Path, env: dict[str, str], *args: str, unseeded: bool = False) -> float:
     """Run a stack command; return its wall seconds (it exits once everything is healthy)."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "app.commands_stack", *args],
+        [sys.executable, *(("-c", UNSEEDED) if unseeded else ("-m", "app.commands_stack")), *args],
         cwd=root,
         env=env,
         capture_output=True,
@@ -84,6 +94,17 @@ def cli(root: Path, env: dict[str, str], *args: str) -> float:
     if result.returncode != 0:
         raise SystemExit(f"`conveyor {' '.join(args)}` failed: {result.stderr.strip()}")
     return seconds
+
+
+def unseeded_cold_up(repeat: int) -> float:
+    """A cold `up` whose Prefect server migrates a new database; stopped and removed after."""
+    root = fresh_project(f"unseeded-{repeat}")
+    env = environment(root)
+    try:
+        return cli(root, env, "up", unseeded=True)
+    finally:
+        cli(root, env, "down")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def stack_state(root: Path) -> dict[str, Any]:
@@ -116,17 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before memory")
+    parser.add_argument("--unseeded", action="store_true", help="also time a cold up that migrates Prefect's database")
     parser.add_argument("--output", type=Path, default=RESULTS / "stack.json")
     args = parser.parse_args(argv)
 
     load_before = load_average()
     cold: list[float] = []
+    unseeded: list[float] = []
     warm: list[float] = []
     warm_phases: list[dict[str, float]] = []
     cpu: dict[str, float] = {}
     rss: dict[str, float] = {}
     pss: dict[str, float] = {}
     for repeat in range(args.repeats):
+        if args.unseeded and repeat % 2 == 0:
+            unseeded.append(unseeded_cold_up(repeat))
         root = fresh_project(f"run-{repeat}")
         env = environment(root)
         try:
@@ -148,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=120,
             )
         shutil.rmtree(root, ignore_errors=True)
+        if args.unseeded and repeat % 2 == 1:
+            unseeded.append(unseeded_cold_up(repeat))
 
     results: dict[str, Any] = {
         "benchmark": "stack: `conveyor up` to healthy, and idle resident memory",
@@ -172,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             "cold_median": round(statistics.median(cold), 2),
             "warm": [round(s, 2) for s in warm],
             "warm_median": round(statistics.median(warm), 2),
+            **(
+                {"cold_unseeded": [round(s, 2) for s in unseeded], "cold_unseeded_median": statistics.median(unseeded)}
+                if unseeded
+                else {}
+            ),
         },
         "warm_phases_seconds": warm_phases,
         "cpu_seconds_at_ready": cpu,
