@@ -63,16 +63,20 @@ def seed(url: str, template: Path | None = None) -> bool:
         return False
     if any(Path(f"{target}{suffix}").exists() for suffix in ("", "-wal", "-shm", "-journal")):
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".seed")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".seed")
+    except OSError:  # a folder that cannot be written: Prefect's server will say so in its own words
+        return False
     os.close(fd)
     try:
         shutil.copyfile(template, scratch)
         os.link(scratch, target)  # fails, rather than replaces, when a database appeared meanwhile
-    except FileExistsError:
+    except OSError:  # that database, a full disk, a file system without hard links: Prefect creates it
         return False
     finally:
-        os.unlink(scratch)
+        with contextlib.suppress(OSError):
+            os.unlink(scratch)
     return True
 
 

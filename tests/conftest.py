@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,20 @@ def prefect_harness() -> Iterator[None]:
     # No heartbeats, as under a command's own server: each would add up to 1 s to every flow run.
     with prefect_test_harness(server_startup_timeout=300), no_heartbeats():  # a loaded 2-core machine needs > 120 s
         yield
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 1 MB (a tmpfs mounted for the test; skipped where mounting needs root)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture

@@ -1,10 +1,9 @@
 """A full disk under the artifact store: one line and exit code 8, nothing registered, the run
-ended FAILED; the next run after space returns trains. A real tmpfs of 1 MB, mounted for the test."""
+ended FAILED; the next run after space returns trains. A real tmpfs of 1 MB (`tiny_disk`, tests/conftest.py)."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,6 @@ from flows.training import training_flow
 from tests.factories import classification_frame, write_csv, write_spec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_artifact_disk_fails_cleanly_and_the_next_run_trains(

@@ -4,6 +4,7 @@ real SQLite files."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -94,6 +95,15 @@ def test_an_existing_database_is_never_replaced(tmp_path: Path) -> None:
     Path(f"{lonely}-wal").write_bytes(b"")
     assert seed(url(lonely)) is False
     assert not lonely.exists()
+
+
+def test_no_room_for_the_copy_leaves_nothing_behind(tiny_disk: Path) -> None:
+    """A disk too small for the copy (1 MB against 1.3 MB): no half file for a server to open;
+    Prefect's server then creates the database, or says why it cannot."""
+    assert seed(url(tiny_disk / "prefect.db")) is False
+    assert list(tiny_disk.iterdir()) == []
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)  # root ignores permissions
+    assert seed(url(tiny_disk / "prefect.db")) is False
 
 
 @pytest.mark.parametrize(
