@@ -38,6 +38,9 @@ def url(path: Path) -> str:
 
 
 def test_make_install_left_the_empty_database_of_the_installed_prefect() -> None:
+    """`make install` made it with a temporary server on a new database, as a command does when
+    there is no copy: its block types show that such a server still registers them (only a
+    database that exists skips that)."""
     template = template_path()
     assert template.is_file(), "run `make install`: it builds Prefect's empty database"
     assert revision(template) == sqlite_head()
@@ -63,22 +66,6 @@ def test_a_temporary_server_on_a_new_home_starts_from_the_copy_and_records_what_
         assert db.execute("SELECT name FROM flow").fetchall() == [("seeded",)]
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # Prefect's own mode, set on the copy
     assert tables_with_rows(template_path()) == TEMPLATE_TABLES  # the copy was written, not the template
-
-
-def test_a_database_prefect_creates_itself_still_gets_its_block_types(tmp_path: Path) -> None:
-    """No copy (a Prefect upgraded without `make install`): the server migrates and registers as
-    Prefect does; only a database that exists skips the registration's check."""
-    database = tmp_path / "prefect.db"
-    server = TemporaryAPI().begin(
-        env={"PREFECT_HOME": str(tmp_path), prefect_database.DATABASE_URL: url(database)}, seed=False
-    )
-    try:
-        api = server.wait()
-        assert httpx.post(f"{api}/block_types/filter", json={}, timeout=10).json()
-    finally:
-        server.stop()
-    assert revision(database) == sqlite_head()
-    assert tables_with_rows(database) == TEMPLATE_TABLES
 
 
 def test_an_existing_database_is_never_replaced(tmp_path: Path) -> None:
