@@ -93,11 +93,13 @@ def tables_with_rows(database: Path) -> set[str]:
 
 
 def check_new(database: Path) -> None:
-    """Refuse a database that holds more than a new one's schema and block types."""
-    unexpected = tables_with_rows(database) - TEMPLATE_TABLES
-    if unexpected:
+    """Refuse a database that holds anything but a new one's schema and block types, or lacks them."""
+    rows = tables_with_rows(database)
+    if unexpected := rows - TEMPLATE_TABLES:
         names = ", ".join(sorted(unexpected))
         raise RuntimeError(f"{database}: a new Prefect database holds more than its schema: {names}")
+    if missing := TEMPLATE_TABLES - rows:
+        raise RuntimeError(f"{database}: a new Prefect database lacks {', '.join(sorted(missing))}")
 
 
 def build_template(destination: Path | None = None) -> Path:
@@ -107,8 +109,10 @@ def build_template(destination: Path | None = None) -> Path:
     destination = destination or template_path()
     with tempfile.TemporaryDirectory() as scratch:
         database = Path(scratch) / "prefect.db"
+        # Prefect's start-up in full, whatever the environment says: the block types are registered.
+        registering = {"PREFECT_API_BLOCKS_REGISTER_ON_START": "true", "PREFECT_API_DATABASE_MIGRATE_ON_START": "true"}
         server = TemporaryAPI().begin(
-            env={"PREFECT_HOME": scratch, DATABASE_URL: f"sqlite+aiosqlite:///{database}"}, seed=False
+            env={"PREFECT_HOME": scratch, DATABASE_URL: f"sqlite+aiosqlite:///{database}", **registering}, seed=False
         )
         try:
             server.wait(timeout=BUILD_TIMEOUT_S)

@@ -127,15 +127,14 @@ def test_no_template_of_this_prefect_means_prefect_creates_the_database(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_database_holding_more_than_the_schema_is_no_template(tmp_path: Path) -> None:
+def test_a_database_holding_more_or_less_than_the_schema_is_no_template(tmp_path: Path) -> None:
     """What a new database holds is checked, not assumed: were a Prefect release to write a run or a
-    key at its first start, every copy would share it."""
+    key at its first start, every copy would share it; without block types, no server would add them."""
     database = tmp_path / "used.db"
     with closing(sqlite3.connect(database)) as db:
-        db.execute("CREATE TABLE alembic_version (version_num)")
-        db.execute("CREATE TABLE flow (name)")
-        db.executemany("INSERT INTO alembic_version VALUES (?)", [("27d8f4e1a6c9",)])
-        db.execute("INSERT INTO flow VALUES ('someone elses')")
+        for table in [*TEMPLATE_TABLES, "flow"]:
+            db.execute(f"CREATE TABLE {table} (x)")
+            db.execute(f"INSERT INTO {table} VALUES (1)")
         db.commit()
     with pytest.raises(RuntimeError, match="holds more than its schema: flow$"):
         check_new(database)
@@ -143,3 +142,8 @@ def test_a_database_holding_more_than_the_schema_is_no_template(tmp_path: Path) 
         db.execute("DELETE FROM flow")
         db.commit()
     check_new(database)
+    with closing(sqlite3.connect(database)) as db:
+        db.execute("DELETE FROM block_type")
+        db.commit()
+    with pytest.raises(RuntimeError, match="lacks block_type$"):
+        check_new(database)
