@@ -3,6 +3,7 @@ real SQLite files."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import threading
@@ -65,7 +66,8 @@ def test_a_temporary_server_on_a_new_home_starts_from_the_copy_and_records_what_
     with closing(sqlite3.connect(database)) as db:
         assert db.execute("SELECT name FROM flow").fetchall() == [("seeded",)]
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)  # Prefect's own mode, set on the copy
-    assert tables_with_rows(template_path()) == TEMPLATE_TABLES  # the copy was written, not the template
+    # A copy, not a link to the template: every home sharing one file would show here.
+    assert tables_with_rows(template_path()) == TEMPLATE_TABLES
 
 
 def test_an_existing_database_is_never_replaced(tmp_path: Path) -> None:
@@ -85,10 +87,14 @@ def test_an_existing_database_is_never_replaced(tmp_path: Path) -> None:
 
 
 def test_no_room_for_the_copy_leaves_nothing_behind(tiny_disk: Path) -> None:
-    """A disk too small for the copy (1 MB against 1.3 MB): no half file for a server to open;
-    Prefect's server then creates the database, or says why it cannot."""
+    """A full disk: no half file for a server to open; Prefect's server then creates the database,
+    or says why it cannot."""
+    with (tiny_disk / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):  # until ENOSPC
+        while True:
+            filler.write(b"x" * 65536)
     assert seed(url(tiny_disk / "prefect.db")) is False
-    assert list(tiny_disk.iterdir()) == []
+    assert [path.name for path in tiny_disk.iterdir()] == ["filler"]
+    (tiny_disk / "filler").unlink()
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)  # root ignores permissions
     assert seed(url(tiny_disk / "prefect.db")) is False
 
