@@ -45,8 +45,7 @@ class TemporaryAPI:
         self.port = 0
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's errors, kept for the message
         self._ready = False
-        self._env: dict[str, str] = {}
-        self._seed = True
+        self._env: dict[str, str] = {}  # the server's environment, set by begin
 
     @property
     def api_url(self) -> str:
@@ -58,37 +57,39 @@ class TemporaryAPI:
         `env` adds to the settings the server inherits. A database file that does not exist yet
         starts as a copy of the installed template (conveyor.prefect_database), unless `seed` is off.
         """
-        self._env, self._seed = dict(env or {}), seed
-        return self._launch()
-
-    def _launch(self) -> TemporaryAPI:
-        import prefect
-        from prefect.logging import get_logger
         from prefect.settings import get_current_settings
 
         from conveyor import prefect_database
 
-        self.port = free_port()
+        extra = dict(env or {})
         settings = get_current_settings()
-        setting = self._env.get(prefect_database.DATABASE_URL) or settings.server.database.connection_url
+        setting = extra.get(prefect_database.DATABASE_URL) or settings.server.database.connection_url
         url = setting if isinstance(setting, str) or setting is None else setting.get_secret_value()
-        if url is not None and self._seed:
+        if url is not None and seed:
             prefect_database.seed(url)
         registered = REGISTERED_ENV if url is not None and prefect_database.exists(url) else {}
-        env = {
+        self._env = {
             **os.environ,
             **SERVER_ENV,
             **registered,
             **settings.to_environment_variables(exclude_unset=True),
-            **self._env,
+            **extra,
         }
-        env.pop("PREFECT_API_URL", None)
+        self._env.pop("PREFECT_API_URL", None)
+        return self._launch()
+
+    def _launch(self) -> TemporaryAPI:
+        """The server's process on a free port (again, when the port was taken before it bound it)."""
+        import prefect
+        from prefect.logging import get_logger
+
+        self.port = free_port()
         command = [
             *(sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent)),
             *("--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port)),
             *("--log-level", "error", "--lifespan", "on"),
         ]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self.process = subprocess.Popen(command, env=self._env, stdout=subprocess.DEVNULL, stderr=self._stderr)
         get_logger("temporary_server").info("Starting temporary server on http://127.0.0.1:%s", self.port)
         atexit.register(self.stop)
         return self
