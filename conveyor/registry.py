@@ -222,22 +222,24 @@ def close_interrupted_runs(name: str, keep: str | None = None) -> list[str]:
 
 
 def log_params(run_id: str, params: dict[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    flat = [Param(key, str(value)[:6000]) for key, value in params.items()]
-    if flat:
-        client().log_batch(run_id, params=flat)
+    log_batch(run_id, params=params)
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], prefix: str = "") -> None:
+    log_batch(run_id, metrics={f"{prefix}{key}": value for key, value in metrics.items()})
+
+
+def log_batch(run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> None:
+    """Params and metrics of a run in one write (one store transaction, not one each)."""
     import time
 
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
-    batch = [Metric(f"{prefix}{key}", float(value), now, 0) for key, value in metrics.items()]
-    if batch:
-        client().log_batch(run_id, metrics=batch)
+    flat = [Param(key, str(value)[:6000]) for key, value in (params or {}).items()]
+    batch = [Metric(key, float(value), now, 0) for key, value in (metrics or {}).items()]
+    if flat or batch:
+        client().log_batch(run_id, params=flat, metrics=batch)
 
 
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
@@ -358,16 +360,19 @@ def register_version(
     tags: dict[str, str],
     model_id: str | None = None,
     model_tags: dict[str, str] | None = None,
+    new_run: bool = False,
 ) -> Any:
     """A version for this run's model; retried idempotently (an existing one is found by its run).
-    `model_tags` go on the registered model when this call creates it."""
+    `model_tags` go on the registered model when this call creates it. `new_run`: the caller
+    started this run moments ago, so no version of it can exist yet (one registry read fewer)."""
     mlflow_client = client()
     with contextlib.suppress(Exception):  # already exists, possibly created concurrently
         mlflow_client.create_registered_model(name, tags={"conveyor.managed": "true", **(model_tags or {})})
     for attempt in range(3):
-        existing = mlflow_client.search_model_versions(f"name='{model_name(name)}' and run_id='{run_id}'")
-        if existing:
-            return existing[0]
+        if not (new_run and attempt == 0):
+            existing = mlflow_client.search_model_versions(f"name='{model_name(name)}' and run_id='{run_id}'")
+            if existing:
+                return existing[0]
         try:
             # A tracking server wants the logged model's id beside a `models:/m-...` source.
             return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
@@ -458,8 +463,7 @@ def record_audit(name: str, entry: dict[str, Any]) -> None:
     tags = {f"conveyor.{key}": str(value) for key, value in entry.items()}
     tags["conveyor.model"] = name
     tags["mlflow.runName"] = f"{name}-v{entry.get('version', '?')}-{entry.get('outcome', '?')}"
-    run = _create_run(AUDIT_EXPERIMENT, tags=tags)
-    mlflow_client.log_dict(run.info.run_id, entry, "audit.json")
+    run = _create_run(AUDIT_EXPERIMENT, tags=tags)  # the tags are the record (`audit_trail` reads them)
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 
 
@@ -543,11 +547,12 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
-def version_profile(name: str, version: str) -> dict[str, Any]:
-    """The reference profile stored with a version at training time."""
+def version_profile_text(name: str, version: str) -> str:
+    """The text of the reference profile stored with a version at training time
+    (`tasks.drift.parse_profile` reads it)."""
     model_version = get_version(name, version)
     try:
-        return dict(json.loads(artifact_text(model_version.run_id, "conveyor/profile.json")))
+        return artifact_text(model_version.run_id, "conveyor/profile.json")
     except Exception as exc:  # an older version or a model registered outside Conveyor
         raise RegistryError(f"model {name} version {version} has no reference profile ({exc})") from None
 

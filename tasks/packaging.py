@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ from conveyor.lineage import pinned_requirements
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
 from tasks.data import Split
-from tasks.drift.profile import build_profile
+from tasks.drift.profile import build_profile, profile_text
 from tasks.evaluation import prediction_frame
 from tasks.training import infer_columns
 
@@ -57,7 +56,7 @@ def package_model(
         "model_card.md": card,
         "conveyor/spec.json": spec.model_dump_json(indent=2),
         "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
-        "conveyor/profile.json": json.dumps(profile),
+        "conveyor/profile.json": profile_text(profile),
         # The training rows' hashes: a later run leaves them out when it scores this model as champion.
         "conveyor/train_rows.npy": train_rows,
     }

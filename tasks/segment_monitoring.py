@@ -15,7 +15,7 @@ from conveyor.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, emit_model_eve
 from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
 from tasks.drift.performance import degradation
-from tasks.drift.steps import measure_drift
+from tasks.drift.steps import measure_drift, version_profile
 from tasks.segments import ROUTER_KIND, SERVED_BY, load_routes
 
 # Fewer logged rows than this for a segment: its drift is not measured (too noisy to mean anything).
@@ -57,7 +57,7 @@ def segment_health(
         if len(rows) < MIN_SEGMENT_ROWS:
             found.append(SegmentHealth(label, route["model"], str(route["version"]), len(rows), None))
             continue
-        profile = registry.version_profile(route["model"], str(route["version"]))
+        profile = version_profile(route["model"], str(route["version"]))
         drift = measure_drift.fn(spec, profile, rows)
         degraded = None
         if labelled is not None and SERVED_BY in labelled.columns:

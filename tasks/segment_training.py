@@ -21,6 +21,7 @@ from conveyor.orchestration import IO_TASK
 from conveyor.spec import PipelineSpec
 from tasks.comparison import fair_comparison, hashes_bytes, load_champion_rows, row_hashes
 from tasks.data import split_frame
+from tasks.drift.profile import profile_text
 from tasks.evaluation import compute_metrics, metrics_from_predictions, predict
 from tasks.lineage import is_final
 from tasks.packaging import build_reference_profile
@@ -113,7 +114,8 @@ def train_segment_model(
     }
     run_id = registry.start_run(spec.name, run_name=f"{job.label}", tags=tags)
     try:
-        registry.log_params(
+        champion_metrics = {f"champion.{key}": value for key, value in (comparison.champion or {}).items()}
+        registry.log_batch(  # the params and both sets of metrics in one write
             run_id,
             {
                 "estimator": spec.estimator_path,
@@ -124,9 +126,8 @@ def train_segment_model(
                 "test_rows": len(split.X_test),
                 **{f"best.{key}": value for key, value in best_params.items()},
             },
+            metrics | champion_metrics,
         )
-        champion_metrics = {f"champion.{key}": value for key, value in (comparison.champion or {}).items()}
-        registry.log_metrics(run_id, metrics | champion_metrics)  # one write for both
         profile = build_reference_profile.fn(seg, model, split, metrics, output)
         example = split.X_test.head(5)
         example_output = model.predict_proba(example) if hasattr(model, "predict_proba") else model.predict(example)
@@ -140,7 +141,7 @@ def train_segment_model(
             extra_files={  # uploaded as one folder, as the single-model path does
                 "conveyor/spec.json": seg.model_dump_json(indent=2),
                 "conveyor/columns.json": registry.to_json({"numeric": roles.numeric, "categorical": roles.categorical}),
-                "conveyor/profile.json": json.dumps(profile),
+                "conveyor/profile.json": profile_text(profile),
                 "conveyor/train_rows.npy": hashes_bytes(row_hashes(split.X_train, split.y_train)),
             },
         )
@@ -152,7 +153,13 @@ def train_segment_model(
             **{f"conveyor.metric.{key}": f"{value:.6g}" for key, value in metrics.items()},
         }
         version = registry.register_version(
-            job.model, packaged.model_uri, run_id, version_tags, packaged.model_id, model_tags={SEGMENT_OF: spec.name}
+            job.model,
+            packaged.model_uri,
+            run_id,
+            version_tags,
+            packaged.model_id,
+            model_tags={SEGMENT_OF: spec.name},
+            new_run=True,
         )
         registered = Registered(str(version.version), run_id, packaged.model_uri)
 

@@ -12,7 +12,7 @@ The names below are the package's public surface, importable from `tasks.drift`.
 
 from tasks.drift.compare import compare_to_profile
 from tasks.drift.performance import degradation, performance_over_time
-from tasks.drift.profile import OTHER, build_profile, load_profile, save_profile
+from tasks.drift.profile import OTHER, build_profile, load_profile, parse_profile, profile_text, save_profile
 from tasks.drift.stats import bin_counts, chi_square_test, jensen_shannon, ks_test, psi, wasserstein
 
 __all__ = [
@@ -25,7 +25,9 @@ __all__ = [
     "jensen_shannon",
     "ks_test",
     "load_profile",
+    "parse_profile",
     "performance_over_time",
+    "profile_text",
     "psi",
     "save_profile",
     "wasserstein",

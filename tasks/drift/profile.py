@@ -5,10 +5,16 @@ logged with the model and read back anywhere. Monitoring reads only the profile 
 batch: binned counts for PSI, a small row sample for the KS test and the domain classifier.
 The outer bin edges -inf and +inf are implicit so that the profile stays strict JSON; nulls are
 counted in a bucket of their own, so a surge of missing values reads as drift.
+
+In memory a numeric sample column is a list of floats (None for a null). In the file (version 2)
+it is the base64 of its little-endian float64 values, NaN for a null: writing 2,000 rows x 20
+columns of float text took 15 ms of a segment model's 0.2 s of overhead, and its bytes are exact.
+Version 1 files (the lists as JSON) still load.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +35,8 @@ from tasks.drift.stats import (
     numeric_values,
 )
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 OTHER = "__other__"
 TOP_CATEGORIES = 50
 SAMPLE_ROWS = 2_000
@@ -90,20 +97,75 @@ def save_profile(profile: Mapping[str, Any], path: str | Path) -> Path:
     """Write the profile as strict JSON (refuses NaN and infinity)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(profile, allow_nan=False, separators=(",", ":")), encoding="utf-8")
+    target.write_text(profile_text(profile), encoding="utf-8")
     return target
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
-    """Read a profile written by `save_profile`, checking its version."""
+    """Read a profile written by `save_profile`."""
     source = Path(path)
     try:
-        profile = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
         raise DataError(f"{source}: cannot read the reference profile ({exc})") from None
-    if not isinstance(profile, dict) or profile.get("version") != PROFILE_VERSION:
-        raise DataError(f"{source}: not a version {PROFILE_VERSION} reference profile")
+    return parse_profile(text, str(source))
+
+
+def profile_text(profile: Mapping[str, Any]) -> str:
+    """The profile as the strict JSON of a version 2 file: numeric samples packed."""
+    packed = dict(profile, version=PROFILE_VERSION)
+    for key in ("sample", "prediction"):
+        section = profile.get(key)
+        if section is None:
+            continue
+        if key == "sample":
+            packed["sample"] = _packed_sample(section, profile.get("numeric") or {})
+        else:
+            packed["prediction"] = dict(section, sample=_packed_sample(section["sample"], section.get("numeric") or {}))
+    return json.dumps(packed, allow_nan=False, separators=(",", ":"))
+
+
+def parse_profile(text: str, source: str) -> dict[str, Any]:
+    """A profile from its file's text (version 1 or 2), numeric samples as lists again; `source`
+    names the file in the error."""
+    try:
+        profile = json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"{source}: cannot read the reference profile ({exc})") from None
+    if not isinstance(profile, dict) or profile.get("version") not in READABLE_VERSIONS:
+        raise DataError(f"{source}: not a reference profile of a version this Conveyor reads {READABLE_VERSIONS}")
+    try:
+        for section in (profile, profile.get("prediction")):
+            if isinstance(section, dict) and isinstance(section.get("sample"), dict):
+                columns = section["sample"].get("columns", {})
+                for name, values in columns.items():
+                    if isinstance(values, str):
+                        columns[name] = _unpack(values)
+    except ValueError as exc:
+        raise DataError(f"{source}: a packed sample column cannot be read ({exc})") from None
     return profile
+
+
+def _packed_sample(sample: Mapping[str, Any], numeric: Mapping[str, Any]) -> dict[str, Any]:
+    columns = {
+        name: _pack(values) if name in numeric and not isinstance(values, str) else values
+        for name, values in sample["columns"].items()
+    }
+    return dict(sample, columns=columns)
+
+
+def _pack(values: Sequence[float | None]) -> str:
+    """A numeric sample column as base64 float64 (None and non-finite values as NaN)."""
+    array = np.asarray(values, dtype="<f8")  # None becomes NaN
+    array = np.where(np.isfinite(array), array, np.nan)
+    return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def _unpack(text: str) -> list[float | None]:
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 8:
+        raise ValueError("its length is not a whole number of float64 values")
+    return json_floats(np.frombuffer(raw, dtype="<f8"))
 
 
 def _profile_columns(

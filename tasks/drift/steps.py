@@ -23,6 +23,7 @@ from conveyor.report import DriftReport, render_report
 from conveyor.spec import PipelineSpec
 from tasks.drift.compare import compare_to_profile
 from tasks.drift.performance import DEFAULT_METRICS, performance_over_time
+from tasks.drift.profile import parse_profile
 
 NO_ID_COLUMN = "no labels yet: set data.id_column to join late labels"
 NO_LABELS = "no labels yet"
@@ -106,9 +107,12 @@ def resolve_monitored(model: str) -> MonitoredVersion:
     if champion is None:
         raise DataError(f"monitoring {model}: there is no champion to monitor")
     version = str(champion.version)
-    return MonitoredVersion(
-        version, champion.tags.get("conveyor.task", "binary"), registry.version_profile(model, version)
-    )
+    return MonitoredVersion(version, champion.tags.get("conveyor.task", "binary"), version_profile(model, version))
+
+
+def version_profile(model: str, version: str) -> dict[str, Any]:
+    """The reference profile stored with a version at training time."""
+    return parse_profile(registry.version_profile_text(model, version), f"model {model} version {version}")
 
 
 @task(name="load_recent", **IO_TASK)

@@ -168,11 +168,17 @@ def test_profile_is_strict_json_and_round_trips(tmp_path, profile) -> None:
     frame.loc[::5, "age"] = np.nan
     frame.loc[::7, "plan"] = None
     prof = build_profile(frame, NUMERIC, CATEGORICAL, None, {"rmse": float("nan")})
+    frame.loc[3, "income"] = np.inf  # a non-finite value is a null in the sample, as in version 1
+    prof = build_profile(frame, NUMERIC, CATEGORICAL, frame["income"] > 50_000, {"rmse": float("nan")})
     path = save_profile(prof, tmp_path / "profile.json")
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
-    assert load_profile(path) == json.loads(text)
+    assert load_profile(path) == prof  # every sampled value back, bit for bit
     assert None in load_profile(path)["sample"]["columns"]["age"]
+    # The numeric samples are packed in the file; the categorical ones stay lists of strings.
+    stored = json.loads(text)
+    assert isinstance(stored["sample"]["columns"]["age"], str)
+    assert isinstance(stored["sample"]["columns"]["plan"], list)
     # Deterministic: the same frame gives the same profile.
     assert build_profile(frame, NUMERIC, CATEGORICAL, None, {}) == build_profile(frame, NUMERIC, CATEGORICAL, None, {})
 
@@ -181,6 +187,31 @@ def test_profile_sample_is_capped_and_row_aligned(profile) -> None:
     sample = profile["sample"]
     assert sample["rows"] == 2000
     assert {len(v) for v in sample["columns"].values()} == {2000}
+
+
+def test_a_version_1_profile_still_loads(tmp_path) -> None:
+    """Models registered before the packed samples keep their monitoring."""
+    frame = make_frame(300, seed=4)
+    frame.loc[::4, "age"] = np.nan
+    prof = build_profile(frame, NUMERIC, CATEGORICAL, None, {})
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(dict(prof, version=1)))  # version 1 wrote the sample as JSON lists
+    loaded = load_profile(old)
+    assert loaded["sample"] == prof["sample"]
+    assert (
+        compare_to_profile(loaded, frame, domain_classifier=False).model_dump()
+        == compare_to_profile(prof, frame, domain_classifier=False).model_dump()
+    )
+
+
+def test_a_damaged_packed_sample_is_named(tmp_path) -> None:
+    prof = build_profile(make_frame(100, seed=5), NUMERIC, CATEGORICAL, None, {})
+    path = save_profile(prof, tmp_path / "profile.json")
+    stored = json.loads(path.read_text())
+    stored["sample"]["columns"]["age"] = stored["sample"]["columns"]["age"][:-5] + "!"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(DataError, match="profile.json: a packed sample column cannot be read"):
+        load_profile(path)
 
 
 def test_load_profile_refuses_other_files(tmp_path) -> None:
