@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,17 +67,85 @@ def fanout_task_runner(dask: bool | None = None, max_workers: int | None = None)
     address = os.environ.get("CONVEYOR_DASK_ADDRESS")
     if address:
         return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": "127.0.0.1:0",  # a free port, never the well-known 8787
-            "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-        },
-    )
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=_local_cluster_kwargs(workers))
+
+
+def _local_cluster_kwargs(workers: int) -> dict[str, Any]:
+    return {
+        "n_workers": workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",  # a free port, never the well-known 8787
+        "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    }
+
+
+def wants_local_cluster(dask: bool | None = None) -> bool:
+    """Whether a fan-out would start a `LocalCluster` of its own (Dask asked for, none named)."""
+    return use_dask(dask) and not os.environ.get("CONVEYOR_DASK_ADDRESS")
+
+
+class EarlyCluster:
+    """A Dask `LocalCluster` started in a background thread, so that its start (a few seconds of
+    worker processes importing `warm`: the modules their first task needs) overlaps the flow's
+    own work before the fan-out (reading and validating the data).
+
+    `runner()` waits for it and gives a `DaskTaskRunner` on it; `close_soon()` stops it in the
+    background once the fan-out's results are in; `close()` waits until it is stopped (call it
+    in a `finally`: the worker processes never outlive the flow)."""
+
+    def __init__(self, workers: int, warm: tuple[str, ...] = ()) -> None:
+        self._cluster: Any = None
+        self._error: BaseException | None = None
+        self._closer: threading.Thread | None = None
+        self._starter = threading.Thread(target=self._start, args=(workers, warm), name="conveyor-dask", daemon=True)
+        self._starter.start()
+
+    def _start(self, workers: int, warm: tuple[str, ...]) -> None:
+        try:
+            from distributed import Client, LocalCluster
+
+            self._cluster = LocalCluster(**_local_cluster_kwargs(workers))
+        except BaseException as exc:  # raised to the flow by runner()
+            self._error = exc
+            return
+        try:
+            with Client(self._cluster, set_as_default=False) as client:
+                client.run(_import_modules, warm)
+        except Exception as exc:  # a task that needs the module fails with the real error
+            logger.debug("warming the Dask workers failed: %s", exc)
+
+    def runner(self) -> TaskRunner[Any]:
+        from prefect_dask import DaskTaskRunner
+
+        self._starter.join()
+        if self._error is not None:
+            raise self._error
+        return DaskTaskRunner(cluster=self._cluster)
+
+    def close_soon(self) -> None:
+        if self._closer is None:
+            self._closer = threading.Thread(target=self._stop, name="conveyor-dask-close", daemon=True)
+            self._closer.start()
+
+    def close(self) -> None:
+        self.close_soon()
+        assert self._closer is not None
+        self._closer.join()
+
+    def _stop(self) -> None:
+        self._starter.join()
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):  # already stopped
+                self._cluster.close()
+
+
+def _import_modules(names: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
 
 
 @contextlib.contextmanager

@@ -41,9 +41,12 @@ from tasks.segments import (
 from tasks.summary import TrainingResult, artifact_key
 
 
-def segment_task_runner() -> TaskRunner[Any]:
-    """The fan-out's runner: `conveyor.orchestration.fanout_task_runner` (threads, or Dask when asked
-    for) where it exists, else a thread pool bounded by the cores."""
+def segment_task_runner(cluster: orchestration.EarlyCluster | None = None) -> TaskRunner[Any]:
+    """The fan-out's runner: one on the cluster started early for it, else
+    `conveyor.orchestration.fanout_task_runner` (threads, or Dask when asked for) where it exists,
+    else a thread pool bounded by the cores."""
+    if cluster is not None:
+        return cluster.runner()
     fanout = getattr(orchestration, "fanout_task_runner", None)
     if fanout is not None:
         return fanout()  # type: ignore[no-any-return]
@@ -51,6 +54,9 @@ def segment_task_runner() -> TaskRunner[Any]:
 
     return ThreadPoolTaskRunner(max_workers=max(1, min(4, os.cpu_count() or 1)))
 
+
+# What a segment task imports: a cluster started early has its workers import it meanwhile.
+WARM = ("tasks.segment_training",)
 
 # Segments per task on a runner of other processes (Dask): about this many tasks per worker, and
 # never more than MAX_BATCH segments in one, so the workers finish within a batch of each other.
@@ -207,6 +213,25 @@ def train_segments(pipeline: PipelineSpec, data_path: str | None, allow_promotio
                 version = str(champion.version)
                 return TrainingResult(name, version, "unchanged", reason, champion=version, reused=True)
 
+    # A LocalCluster of our own starts now, its workers importing while the data is read and checked.
+    cluster = (
+        orchestration.EarlyCluster(orchestration.worker_count(), WARM) if orchestration.wants_local_cluster() else None
+    )
+    try:
+        return _load_and_train(pipeline, data_path, allow_promotion, spec_digest, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _load_and_train(
+    pipeline: PipelineSpec,
+    data_path: str | None,
+    allow_promotion: bool,
+    spec_digest: str,
+    cluster: orchestration.EarlyCluster | None,
+) -> TrainingResult:
+    name = pipeline.name
     dataset = load_data(pipeline, data_path)
     target = pipeline.data.target
     if target not in dataset.frame.columns:
@@ -219,7 +244,7 @@ def train_segments(pipeline: PipelineSpec, data_path: str | None, allow_promotio
     # One promotion lock for the spec over the whole fan-out and the router: a segment model's
     # promotions are guarded by its spec's lock (`registry.lock_subject`), taken once here.
     with registry.promotion_lock(name, timeout=600):
-        return _train_and_route(pipeline, dataset, plan, whole, spec_digest, contract_digest, allow_promotion)
+        return _train_and_route(pipeline, dataset, plan, whole, spec_digest, contract_digest, allow_promotion, cluster)
 
 
 def _train_and_route(
@@ -230,6 +255,7 @@ def _train_and_route(
     spec_digest: str,
     contract_digest: str,
     allow_promotion: bool,
+    cluster: orchestration.EarlyCluster | None = None,
 ) -> TrainingResult:
     """The segment models whose rows changed, each gated against its own champion, then the router
     version when a segment champion moved; run under the spec's promotion lock."""
@@ -251,7 +277,7 @@ def _train_and_route(
     logger.info("%s: %d models to train, %d unchanged", name, len(pending), len(outcomes))
     if pending:
         flow_run_id = str(flow_run.id or "")
-        with segment_task_runner() as runner:
+        with segment_task_runner(cluster) as runner:
             futures = [
                 runner.submit(
                     train_segment_batch,
@@ -266,6 +292,8 @@ def _train_and_route(
                 for batch in batches(pending, runner)
             ]
             outcomes += [outcome for future in futures for outcome in future.result()]
+    if cluster is not None:
+        cluster.close_soon()  # its workers stop while the router is registered
 
     time_column = pipeline.data.split.time_column
     features = [str(c) for c in feature_frame(pipeline, dataset.frame).columns if c != time_column]

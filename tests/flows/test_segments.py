@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from conveyor import registry, settings
@@ -254,3 +255,14 @@ def test_segments_train_in_batches_on_a_dask_local_cluster(project: Path, monkey
     trained = sorted(t.name for t in task_runs if t.name.startswith("train-"))
     assert trained == ["train-all rows", "train-store=a..store=b (2)", "train-store=c..store=d (2)"]
     assert all(t.state is not None and t.state.is_completed() for t in task_runs if t.name.startswith("train-"))
+    # The cluster the flow started early for its fan-out is stopped with it: no worker process left.
+    workers = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(_cmdline(p))]
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == []
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # exited meanwhile
+        return []
