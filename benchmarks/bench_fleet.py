@@ -7,7 +7,8 @@ largest process.
 1. bare: one process fits and scores the same N models (same split, same sklearn Pipeline and
    estimator as Conveyor builds), no tracking, no validation, no registry: the limit.
 2. cold: `conveyor train sales` on an empty MLflow store (contract drafted, N segment models and
-   the all-rows model trained, gated, tracked, registered; the router version registered).
+   the all-rows model trained, gated, tracked, registered; the router version registered), on the
+   thread pool (`CONVEYOR_DASK=0`: unasked, 100 models or more would go to a LocalCluster).
 3. rerun: the same command on unchanged data (goal: at most 0.1x cold).
 4. change: 10 stores' rows replaced; the rerun trains those 10 (and the all-rows model, whose rows
    changed too) (goal: at most 0.1x cold plus the bare time of those 10 models).
@@ -149,7 +150,7 @@ def main() -> None:
     server_home = WORK / "prefect-server"
     server_env = clean_env() | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(server_home)}
     with PrefectServer(server_home, server_env, deadline_s=900) as api_url:  # a loaded machine is slow
-        env = env_for(home, api_url)
+        env = env_for(home, api_url) | {"CONVEYOR_DASK": "0"}  # the thread pool, the sequential figure
         train = [str(BIN / "conveyor"), "train", "sales"]
         cold = measured(train, env, home)
         print(f"cold: {cold}", flush=True)

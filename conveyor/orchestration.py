@@ -86,55 +86,85 @@ def wants_local_cluster(dask: bool | None = None) -> bool:
     return use_dask(dask) and not os.environ.get("CONVEYOR_DASK_ADDRESS")
 
 
-class EarlyCluster:
-    """A Dask `LocalCluster` started in a background thread, so that its start (a few seconds of
-    worker processes importing `warm`: the modules their first task needs) overlaps the flow's
-    own work before the fan-out (reading and validating the data).
+# A fan-out of at least this many CPU-bound pieces (segment models) goes to a LocalCluster of its
+# own when CONVEYOR_DASK is not set: small scikit-learn fits hold the GIL, so a thread pool uses
+# about one core whatever its size (benchmarks/bench_gil.py), while the cluster's few seconds of
+# start are repaid within tens of models (1,000 segment models: 511 s on threads, 308 s on a
+# 2-worker cluster; benchmarks/bench_fleet.py).
+AUTO_DASK_TASKS = 100
+
+
+def auto_local_cluster(tasks: int) -> bool:
+    """Whether a fan-out of `tasks` pieces gets a `LocalCluster` though none was asked for:
+    `CONVEYOR_DASK` unset (`0` keeps threads), no cluster named, more than one worker, and at
+    least `AUTO_DASK_TASKS` pieces."""
+    unset = os.environ.get("CONVEYOR_DASK", "").strip() == "" and not os.environ.get("CONVEYOR_DASK_ADDRESS")
+    return unset and tasks >= AUTO_DASK_TASKS and worker_count() > 1
+
+
+class FanoutCluster:
+    """A Dask `LocalCluster` for one flow's fan-out, started in a background thread: at the flow's
+    start when Dask was asked for, so that the start (a few seconds of worker processes importing
+    `warm`, the modules their first task needs) overlaps the flow's own work (reading and
+    validating the data); or once the fan-out proves large (`auto_local_cluster`).
 
     `runner()` waits for it and gives a `DaskTaskRunner` on it; `close_soon()` stops it in the
     background once the fan-out's results are in; `close()` waits until it is stopped (call it
-    in a `finally`: the worker processes never outlive the flow)."""
+    in a `finally`: the worker processes never outlive the flow). Nothing starts until `start()`."""
 
     def __init__(self, workers: int, warm: tuple[str, ...] = ()) -> None:
+        self._workers, self._warm = workers, warm
         self._cluster: Any = None
         self._error: BaseException | None = None
+        self._starter: threading.Thread | None = None
         self._closer: threading.Thread | None = None
-        self._starter = threading.Thread(target=self._start, args=(workers, warm), name="conveyor-dask", daemon=True)
-        self._starter.start()
 
-    def _start(self, workers: int, warm: tuple[str, ...]) -> None:
+    @property
+    def started(self) -> bool:
+        return self._starter is not None
+
+    def start(self) -> FanoutCluster:
+        if self._starter is None:
+            self._starter = threading.Thread(target=self._start, name="conveyor-dask", daemon=True)
+            self._starter.start()
+        return self
+
+    def _start(self) -> None:
         try:
             from distributed import Client, LocalCluster
 
-            self._cluster = LocalCluster(**_local_cluster_kwargs(workers))
+            self._cluster = LocalCluster(**_local_cluster_kwargs(self._workers))
         except BaseException as exc:  # raised to the flow by runner()
             self._error = exc
             return
         try:
             with Client(self._cluster, set_as_default=False) as client:
-                client.run(_import_modules, warm)
+                client.run(_import_modules, self._warm)
         except Exception as exc:  # a task that needs the module fails with the real error
             logger.debug("warming the Dask workers failed: %s", exc)
 
     def runner(self) -> TaskRunner[Any]:
         from prefect_dask import DaskTaskRunner
 
+        self.start()
+        assert self._starter is not None
         self._starter.join()
         if self._error is not None:
             raise self._error
         return DaskTaskRunner(cluster=self._cluster)
 
     def close_soon(self) -> None:
-        if self._closer is None:
+        if self._closer is None and self._starter is not None:
             self._closer = threading.Thread(target=self._stop, name="conveyor-dask-close", daemon=True)
             self._closer.start()
 
     def close(self) -> None:
         self.close_soon()
-        assert self._closer is not None
-        self._closer.join()
+        if self._closer is not None:
+            self._closer.join()
 
     def _stop(self) -> None:
+        assert self._starter is not None
         self._starter.join()
         if self._cluster is not None:
             with contextlib.suppress(Exception):  # already stopped

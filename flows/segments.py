@@ -41,11 +41,11 @@ from tasks.segments import (
 from tasks.summary import TrainingResult, artifact_key
 
 
-def segment_task_runner(cluster: orchestration.EarlyCluster | None = None) -> TaskRunner[Any]:
-    """The fan-out's runner: one on the cluster started early for it, else
+def segment_task_runner(cluster: orchestration.FanoutCluster | None = None) -> TaskRunner[Any]:
+    """The fan-out's runner: one on the flow's own cluster once started, else
     `conveyor.orchestration.fanout_task_runner` (threads, or Dask when asked for) where it exists,
     else a thread pool bounded by the cores."""
-    if cluster is not None:
+    if cluster is not None and cluster.started:
         return cluster.runner()
     fanout = getattr(orchestration, "fanout_task_runner", None)
     if fanout is not None:
@@ -213,15 +213,15 @@ def train_segments(pipeline: PipelineSpec, data_path: str | None, allow_promotio
                 version = str(champion.version)
                 return TrainingResult(name, version, "unchanged", reason, champion=version, reused=True)
 
-    # A LocalCluster of our own starts now, its workers importing while the data is read and checked.
-    cluster = (
-        orchestration.EarlyCluster(orchestration.worker_count(), WARM) if orchestration.wants_local_cluster() else None
-    )
+    # A LocalCluster of our own, when Dask is asked for, starts now: its workers import while the
+    # data is read and checked. Unasked, it starts once the models to train prove many.
+    cluster = orchestration.FanoutCluster(orchestration.worker_count(), WARM)
+    if orchestration.wants_local_cluster():
+        cluster.start()
     try:
         return _load_and_train(pipeline, data_path, allow_promotion, spec_digest, cluster)
     finally:
-        if cluster is not None:
-            cluster.close()
+        cluster.close()
 
 
 def _load_and_train(
@@ -229,7 +229,7 @@ def _load_and_train(
     data_path: str | None,
     allow_promotion: bool,
     spec_digest: str,
-    cluster: orchestration.EarlyCluster | None,
+    cluster: orchestration.FanoutCluster | None,
 ) -> TrainingResult:
     name = pipeline.name
     dataset = load_data(pipeline, data_path)
@@ -255,7 +255,7 @@ def _train_and_route(
     spec_digest: str,
     contract_digest: str,
     allow_promotion: bool,
-    cluster: orchestration.EarlyCluster | None = None,
+    cluster: orchestration.FanoutCluster | None = None,
 ) -> TrainingResult:
     """The segment models whose rows changed, each gated against its own champion, then the router
     version when a segment champion moved; run under the spec's promotion lock."""
@@ -276,6 +276,11 @@ def _train_and_route(
             pending.append((job, lineage))
     logger.info("%s: %d models to train, %d unchanged", name, len(pending), len(outcomes))
     if pending:
+        if cluster is not None and not cluster.started and orchestration.auto_local_cluster(len(pending)):
+            logger.info(
+                "%s: %d models on a %d-worker Dask LocalCluster", name, len(pending), orchestration.worker_count()
+            )
+            cluster.start()
         flow_run_id = str(flow_run.id or "")
         with segment_task_runner(cluster) as runner:
             futures = [
@@ -293,7 +298,7 @@ def _train_and_route(
             ]
             outcomes += [outcome for future in futures for outcome in future.result()]
     if cluster is not None:
-        cluster.close_soon()  # its workers stop while the router is registered
+        cluster.close_soon()  # its workers, if any, stop while the router is registered
 
     time_column = pipeline.data.split.time_column
     features = [str(c) for c in feature_frame(pipeline, dataset.frame).columns if c != time_column]

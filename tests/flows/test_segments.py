@@ -228,12 +228,22 @@ def test_a_segment_model_is_guarded_by_its_specs_lock(project: Path, segmented: 
 
 
 @pytest.mark.timeout(1200)  # a lost cluster must fail the test, not hang the suite
-def test_segments_train_in_batches_on_a_dask_local_cluster(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("asked", [True, False], ids=["asked-for", "many-models"])
+def test_segments_train_in_batches_on_a_dask_local_cluster(
+    project: Path, monkeypatch: pytest.MonkeyPatch, asked: bool
+) -> None:
     """Dask worker processes train the segments in batches (one batch of two stores per worker
-    here), the all-rows model in a task of its own and on a fixed sample above `fallback_rows`."""
+    here), the all-rows model in a task of its own and on a fixed sample above `fallback_rows`:
+    with CONVEYOR_DASK=1, or unasked once the models to train reach `AUTO_DASK_TASKS` (lowered to
+    this data's five here)."""
     import flows.segments
+    from conveyor import orchestration
 
-    monkeypatch.setenv("CONVEYOR_DASK", "1")
+    if asked:
+        monkeypatch.setenv("CONVEYOR_DASK", "1")
+    else:
+        monkeypatch.delenv("CONVEYOR_DASK", raising=False)
+        monkeypatch.setattr(orchestration, "AUTO_DASK_TASKS", 1 + len(SIGNS))
     monkeypatch.setenv("CONVEYOR_WORKERS", "2")
     monkeypatch.setattr(flows.segments, "TASKS_PER_WORKER", 1)
     write_csv(project, "data/train.csv", first_data())

@@ -136,3 +136,28 @@ def test_segments_are_one_per_task_on_threads_and_batched_on_other_processes(
     with DaskTaskRunner(cluster_kwargs=cluster) as started:
         on_cluster = batches(pending, started)
     assert [len(batch) for batch in on_cluster[1:]] == [2] * 10
+
+
+@pytest.mark.parametrize(
+    ("env", "tasks", "workers", "expected"),
+    [
+        ({}, 100, "2", True),  # unasked, many models, two workers: a cluster
+        ({}, 99, "2", False),  # too few to repay its start
+        ({}, 500, "1", False),  # one worker: nothing to gain from processes
+        ({"CONVEYOR_DASK": "0"}, 500, "2", False),  # threads kept on request
+        ({"CONVEYOR_DASK": "1"}, 500, "2", False),  # asked for: started at the flow's start instead
+        ({"CONVEYOR_DASK_ADDRESS": "tcp://127.0.0.1:8786"}, 500, "2", False),  # a named cluster serves
+    ],
+)
+def test_a_large_fan_out_gets_a_local_cluster_unasked(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], tasks: int, workers: str, expected: bool
+) -> None:
+    from conveyor import orchestration
+
+    for key in ("CONVEYOR_DASK", "CONVEYOR_DASK_ADDRESS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CONVEYOR_WORKERS", workers)
+    assert orchestration.AUTO_DASK_TASKS == 100
+    assert orchestration.auto_local_cluster(tasks) is expected
