@@ -9,8 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -78,7 +79,7 @@ def bin_path(name: str) -> str:
 
 def run_detached(name: str, cmd: list[str], env: dict[str, str], config: StackConfig) -> subprocess.Popen[bytes]:
     """Start `cmd` in its own session (`down` signals the whole group), logging to logs/<name>.log."""
-    with open(config.logs_dir / f"{name}.log", "wb") as out:
+    with open(config.logs_dir / f"{name}.log", "wb") as out, interruptible_children():
         return subprocess.Popen(
             cmd,
             cwd=config.root,
@@ -88,6 +89,27 @@ def run_detached(name: str, cmd: list[str], env: dict[str, str], config: StackCo
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@contextlib.contextmanager
+def interruptible_children() -> Iterator[None]:
+    """Children started in the block get SIGINT at its default even where this process ignores it.
+
+    A process started with `&` from a script, or under nohup, runs with SIGINT ignored, and its
+    children inherit that. Prefect's worker stops on SIGTERM by sending itself SIGINT: one that
+    inherited the ignore never stopped, and `conveyor down` had to kill it. A signal this process
+    handles is reset to the default in a child it starts, so it is handled here for the block (in
+    the main thread, where Python allows it) and ignored again after."""
+    ignored = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    )
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def spawn(name: str, cmd: list[str], env: dict[str, str], config: StackConfig) -> Service:

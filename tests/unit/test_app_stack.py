@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,43 @@ def test_the_work_pool_starts_the_engine_directly_and_keeps_a_command_someone_se
     set_command("/opt/py/bin/python -m prefect.engine")
     ensure_work_pool(api_url)
     assert command() == "/opt/py/bin/python -m prefect.engine"
+
+
+WORKER_LIKE = """
+import os, signal, time
+from prefect.utilities.processutils import setup_signal_handlers_worker
+setup_signal_handlers_worker(os.getpid(), "the process worker", print)  # what `prefect worker start` does
+print("ready", flush=True)
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+"""
+
+
+def test_a_worker_started_from_a_background_job_still_stops_on_sigterm(tmp_path: Path) -> None:
+    """`conveyor up &` (or under nohup) runs with SIGINT ignored, and children inherit that.
+    Prefect's worker turns SIGTERM into a SIGINT to itself, so a worker that inherited the ignore
+    never stopped: `down` waited, then killed it. A service now starts with SIGINT at its default."""
+    import signal
+    import sys
+    import time
+
+    from app.stack.processes import spawn, terminate
+
+    config = StackConfig(tmp_path)
+    config.logs_dir.mkdir(parents=True)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job
+    try:
+        service = spawn("worker", [sys.executable, "-c", WORKER_LIKE], dict(os.environ), config)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # this process's own choice is kept
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    log = Path(service.log)
+    deadline = time.monotonic() + 60
+    while "ready" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "ready" in log.read_text(), log.read_text()
+    assert terminate([service], timeout=10) == []
+    assert "stopped" in log.read_text(), log.read_text()  # by its own SIGINT, not by SIGKILL
