@@ -276,13 +276,22 @@ def _train_and_route(
             pending.append((job, lineage))
     logger.info("%s: %d models to train, %d unchanged", name, len(pending), len(outcomes))
     if pending:
-        if cluster is not None and not cluster.started and orchestration.auto_local_cluster(len(pending)):
+        unasked = cluster is not None and not cluster.started and orchestration.auto_local_cluster(len(pending))
+        if unasked and cluster is not None:
             logger.info(
                 "%s: %d models on a %d-worker Dask LocalCluster", name, len(pending), orchestration.worker_count()
             )
             cluster.start()
+        try:
+            chosen = segment_task_runner(cluster)
+        except Exception as exc:
+            if not unasked:
+                raise
+            # Unasked, a cluster that cannot start is no reason to fail: the threads still work.
+            logger.warning("%s: no Dask LocalCluster (%s); the models train on threads", name, exc)
+            chosen = segment_task_runner()
         flow_run_id = str(flow_run.id or "")
-        with segment_task_runner(cluster) as runner:
+        with chosen as runner:
             futures = [
                 runner.submit(
                     train_segment_batch,
