@@ -85,10 +85,10 @@ def log_evaluation(
     run_id: str, evaluation: Evaluation, champion_metrics: dict[str, float] | None, best_params: dict[str, Any]
 ) -> None:
     """Holdout metrics (and the champion's on the same rows), plots, importance, searched parameters."""
-    registry.log_params(run_id, {f"best.{key}": value for key, value in best_params.items()})
-    registry.log_metrics(run_id, evaluation.metrics)
-    if champion_metrics:
-        registry.log_metrics(run_id, champion_metrics, prefix="champion.")
+    champion = {f"champion.{key}": value for key, value in (champion_metrics or {}).items()}
+    registry.log_batch(  # one write
+        run_id, {f"best.{key}": value for key, value in best_params.items()}, evaluation.metrics | champion
+    )
     registry.log_bytes(run_id, evaluation.plots, "plots")
     registry.log_dict(run_id, evaluation.importance, "feature_importance.json")
 

@@ -113,15 +113,9 @@ def load_profile(path: str | Path) -> dict[str, Any]:
 
 def profile_text(profile: Mapping[str, Any]) -> str:
     """The profile as the strict JSON of a version 2 file: numeric samples packed."""
-    packed = dict(profile, version=PROFILE_VERSION)
-    for key in ("sample", "prediction"):
-        section = profile.get(key)
-        if section is None:
-            continue
-        if key == "sample":
-            packed["sample"] = _packed_sample(section, profile.get("numeric") or {})
-        else:
-            packed["prediction"] = dict(section, sample=_packed_sample(section["sample"], section.get("numeric") or {}))
+    packed = dict(profile, version=PROFILE_VERSION, sample=_packed_sample(profile["sample"], profile["numeric"]))
+    if (prediction := profile.get("prediction")) is not None:
+        packed["prediction"] = dict(prediction, sample=_packed_sample(prediction["sample"], prediction["numeric"]))
     return json.dumps(packed, allow_nan=False, separators=(",", ":"))
 
 
@@ -147,10 +141,7 @@ def parse_profile(text: str, source: str) -> dict[str, Any]:
 
 
 def _packed_sample(sample: Mapping[str, Any], numeric: Mapping[str, Any]) -> dict[str, Any]:
-    columns = {
-        name: _pack(values) if name in numeric and not isinstance(values, str) else values
-        for name, values in sample["columns"].items()
-    }
+    columns = {name: _pack(values) if name in numeric else values for name, values in sample["columns"].items()}
     return dict(sample, columns=columns)
 
 

@@ -106,6 +106,9 @@ def test_worse_model_is_kept_out(project: Path, trained: dict) -> None:
     assert str(registry.alias_version("churn", "challenger").version) == "2"
     first, second = registry.get_version("churn", "1").tags, registry.get_version("churn", "2").tags
     assert second["conveyor.decision"] == "kept"
+    # Its run holds its own holdout metrics and the champion's on the same rows (one write).
+    logged = registry.client().get_run(registry.get_version("churn", "2").run_id).data.metrics
+    assert logged["champion.roc_auc"] > logged["roc_auc"]
     # Same data, another spec: the data digest stays, the spec digest and so the key change.
     assert second["conveyor.data_digest"] == first["conveyor.data_digest"]
     for changed in ("spec_digest", "lineage_key", "artifact_digest"):
