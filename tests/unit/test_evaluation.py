@@ -80,3 +80,29 @@ def test_multiclass_target_coded_any_way_gets_metrics_and_plots(codes: list) -> 
     assert 0.5 < result.metrics["accuracy"] <= 1
     assert 0.5 < result.metrics["roc_auc"] <= 1
     assert set(result.plots) == {"confusion_matrix.png"}
+
+
+def test_plots_are_drawn_without_pyplot() -> None:
+    """scikit-learn's Display classes import matplotlib.pyplot, about a second of every training
+    process here: the plots are drawn on matplotlib's Figure instead."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import numpy as np, pandas as pd
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from tasks.evaluation import evaluation_plots
+rng = np.random.default_rng(0)
+X = pd.DataFrame({"signal": rng.normal(size=200)})
+y = pd.Series(np.where(X["signal"] > 0, "yes", "no"))
+binary = evaluation_plots("binary", ["no", "yes"], y, LogisticRegression().fit(X, y).predict_proba(X))
+numbers = X["signal"] * 2
+residuals = evaluation_plots("regression", None, numbers, LinearRegression().fit(X, numbers).predict(X))
+assert sorted(binary) == ["confusion_matrix.png", "precision_recall.png", "roc_curve.png"], sorted(binary)
+assert list(residuals) == ["residuals.png"]
+assert all(png.startswith(b"\\x89PNG") for png in [*binary.values(), *residuals.values()])
+assert "matplotlib.pyplot" not in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
