@@ -13,6 +13,7 @@ import typer
 from app import commands_fleet, commands_governance, commands_loop, commands_models, commands_serve, commands_stack
 from app.console import UNEXPECTED, report_error
 from conveyor.errors import ConveyorError
+from conveyor.process_exit import exit_quickly
 
 app = typer.Typer(
     add_completion=False,
@@ -30,6 +31,7 @@ commands_governance.register(app)
 
 def main() -> None:
     """Console entry point: unexpected errors keep their traceback and exit 70."""
+    exit_quickly()
     try:
         app()
     except SystemExit:

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from conveyor import registry
 from conveyor.orchestration import fanout_task_runner, no_heartbeats
+from conveyor.process_exit import exit_quickly
 from tasks.fleet import (
     SpecOutcome,
     failed_outcome,
@@ -23,6 +24,8 @@ from tasks.fleet import (
     read_fleet_task,
     spec_label,
 )
+
+exit_quickly()  # a flow run on a worker is a process of its own (conveyor.process_exit)
 
 
 @task(name="train_spec", task_run_name="train-{spec}", cache_policy=NO_CACHE)

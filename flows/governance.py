@@ -20,11 +20,14 @@ from pydantic import Field
 from conveyor import audit, links, locks, registry
 from conveyor.errors import ConveyorError
 from conveyor.orchestration import IO_TASK
+from conveyor.process_exit import exit_quickly
 from conveyor.spec import PipelineSpec, find_spec
 from tasks import approvals
 from tasks.lineage import DECISION
 from tasks.rollback import rollback
 from tasks.summary import TrainingResult, artifact_key
+
+exit_quickly()  # a flow run on a worker is a process of its own (conveyor.process_exit)
 
 
 class ApprovalForm(RunInput):

@@ -12,6 +12,7 @@ from prefect.runtime import flow_run
 
 from conveyor.links import run_link
 from conveyor.orchestration import run_tags
+from conveyor.process_exit import exit_quickly
 from conveyor.report import markdown_summary
 from conveyor.spec import DEFAULT_METRIC, find_spec
 from tasks.drift.performance import degradation, performance_over_time
@@ -32,6 +33,8 @@ from tasks.drift.steps import (
 )
 from tasks.registry import check_champion_audit
 from tasks.segment_monitoring import monitor_segments, segments_markdown
+
+exit_quickly()  # a flow run on a worker is a process of its own (conveyor.process_exit)
 
 REPORT = "monitoring/report.html"
 

@@ -12,6 +12,7 @@ from conveyor import settings
 from conveyor.links import model_version_link
 from conveyor.orchestration import run_tags
 from conveyor.predictions import FeedbackResult
+from conveyor.process_exit import exit_quickly
 from conveyor.settings import user_path
 from conveyor.spec import find_spec
 from tasks.data import display_path
@@ -24,6 +25,8 @@ from tasks.scoring import (
     score_batch,
     validate_input,
 )
+
+exit_quickly()  # a flow run on a worker is a process of its own (conveyor.process_exit)
 
 
 def _model_param() -> str:

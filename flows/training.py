@@ -17,6 +17,7 @@ from conveyor.events import DATA_ARRIVED
 from conveyor.lineage import Lineage, lineage_of
 from conveyor.orchestration import model_slot, run_tags
 from conveyor.policy import retrain_refusal
+from conveyor.process_exit import exit_quickly
 from conveyor.settings import user_path
 from conveyor.spec import PipelineSpec, find_spec
 from flows.governance import wait_for_approval
@@ -33,6 +34,8 @@ from tasks.registry import Registered, load_champion, promote_model, recover_int
 from tasks.summary import TrainingResult, publish_summary, publish_unchanged, skipped
 from tasks.tracking import close_training_run, fail_training_run, log_evaluation, log_training_inputs, open_training_run
 from tasks.training import load_adopted_model, train_model
+
+exit_quickly()  # a flow run on a worker is a process of its own (conveyor.process_exit)
 
 
 def _run_name() -> str:

@@ -16,8 +16,11 @@ from prefect.cache_policies import NO_CACHE
 from conveyor import registry
 from conveyor.errors import ConveyorError
 from conveyor.events import DATA_ARRIVED, emit_model_event
+from conveyor.process_exit import exit_quickly
 from conveyor.spec import PipelineSpec, list_specs, load_spec
 from tasks.data import combined_digest, display_path, file_digest, resolve_files
+
+exit_quickly()  # a flow run on a worker is a process of its own (conveyor.process_exit)
 
 ANNOUNCED_TAG = "conveyor.announced_data_digest"
 FAILED = "failed"
