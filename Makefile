@@ -16,12 +16,14 @@ help: ## List the targets
 # The environment: a venv with uv inside it, then the locked dependencies, compiled to bytecode
 # once here: where PYTHONDONTWRITEBYTECODE is set (this machine sets it) no import can cache its
 # bytecode, and every process compiled Prefect, MLflow and GX again (benchmarks/bench_imports.py).
-# Then Prefect's empty database, which every new Prefect home and stack starts from a copy of
-# (conveyor/prefect_database.py: about 5 s a first start saved).
+# Then Prefect's empty database and MLflow's empty store, which every new Prefect home, stack and
+# embedded store starts from a copy of (conveyor/prefect_database.py: about 5 s a first start
+# saved; conveyor/mlflow_database.py: about 1 s).
 $(BIN)/conveyor: pyproject.toml uv.lock Makefile
 	@test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --disable-pip-version-check uv)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --compile-bytecode
 	$(BIN)/python -m conveyor.prefect_database
+	$(BIN)/python -m conveyor.mlflow_database
 	@touch $@
 
 .PHONY: install

@@ -40,7 +40,7 @@ def client() -> Any:
     from mlflow import MlflowClient
 
     uri = settings.tracking_uri()
-    write_ahead_log(uri)
+    prepare_store(uri)
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
@@ -48,6 +48,16 @@ def client() -> Any:
 
 
 _WAL_DONE: set[str] = set()
+
+
+def prepare_store(uri: str) -> None:
+    """Before MLflow first opens a SQLite store: a store that does not exist yet starts as a copy of
+    the empty one made at install (`conveyor.mlflow_database`), then runs in write-ahead-log mode."""
+    from conveyor import mlflow_database
+
+    if uri not in _WAL_DONE:
+        mlflow_database.seed(uri)
+    write_ahead_log(uri)
 
 
 def write_ahead_log(uri: str) -> None:

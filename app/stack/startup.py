@@ -204,7 +204,7 @@ class _Startup:
                 "mlflow-db-upgrade", mlflow_upgrade_command(config), mlflow_env(config), config
             )
         else:
-            registry.write_ahead_log(config.mlflow_backend_uri())  # SQLite: readers never wait on a writer
+            registry.prepare_store(config.mlflow_backend_uri())  # SQLite: a copy of the empty store, in WAL mode
             self.start_service("mlflow-server", mlflow_env(config), config.mlflow_url)
         wanted = {"prefect-server", "mlflow-server", "worker"} | ({"spec-deployments"} if self.deploy else set())
         wanted |= self.start_scaled()
