@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import mlflow_database, registry
-from conveyor.mlflow_database import TEMPLATE_TABLES, check_new, seed, template_path
+from conveyor.mlflow_database import TEMPLATE_TABLES, seed, template_path
 from conveyor.sqlite_template import tables_with_rows
 
 
@@ -61,19 +61,3 @@ def test_an_existing_store_is_never_replaced(tmp_path: Path) -> None:
     assert seed(f"sqlite:///{store}") is False
     assert store.read_bytes() == b"someone's store"
     assert seed("postgresql://127.0.0.1:5432/mlflow") is False  # only a SQLite file is ever seeded
-
-
-def test_a_store_holding_an_experiment_is_no_template(tmp_path: Path) -> None:
-    """What the template holds is checked: an experiment left in it would be in every project."""
-    database = tmp_path / "used.db"
-    with closing(sqlite3.connect(database)) as db:
-        for table in [*TEMPLATE_TABLES, "experiments"]:
-            db.execute(f"CREATE TABLE {table} (x)")
-            db.execute(f"INSERT INTO {table} VALUES (1)")
-        db.commit()
-    with pytest.raises(RuntimeError, match="holds more than its schema: experiments$"):
-        check_new(database)
-    with closing(sqlite3.connect(database)) as db:
-        db.execute("DELETE FROM experiments")
-        db.commit()
-    check_new(database)

@@ -9,12 +9,13 @@ import subprocess
 import threading
 from contextlib import closing
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
 
-from conveyor import prefect_database
-from conveyor.prefect_database import TEMPLATE_TABLES, check_new, seed, tables_with_rows, template_path
+from conveyor import mlflow_database, prefect_database
+from conveyor.prefect_database import TEMPLATE_TABLES, seed, tables_with_rows, template_path
 from conveyor.temporary_api import TemporaryAPI
 
 
@@ -133,23 +134,31 @@ def test_no_template_of_this_prefect_means_prefect_creates_the_database(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_database_holding_more_or_less_than_the_schema_is_no_template(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("module", "extra", "needed"),
+    [(prefect_database, "flow", "block_type"), (mlflow_database, "experiments", "workspaces")],
+    ids=["prefect", "mlflow"],
+)
+def test_a_database_holding_more_or_less_than_the_schema_is_no_template(
+    tmp_path: Path, module: ModuleType, extra: str, needed: str
+) -> None:
     """What a new database holds is checked, not assumed: were a Prefect release to write a run or a
-    key at its first start, every copy would share it; without block types, no server would add them."""
+    key at its first start, every copy would share it (and an MLflow store its default experiment,
+    whose artifact location names the scratch folder); without block types, no server would add them."""
     database = tmp_path / "used.db"
     with closing(sqlite3.connect(database)) as db:
-        for table in [*TEMPLATE_TABLES, "flow"]:
+        for table in [*module.TEMPLATE_TABLES, extra]:
             db.execute(f"CREATE TABLE {table} (x)")
             db.execute(f"INSERT INTO {table} VALUES (1)")
         db.commit()
-    with pytest.raises(RuntimeError, match="holds more than its schema: flow$"):
-        check_new(database)
+    with pytest.raises(RuntimeError, match=f"holds more than its schema: {extra}$"):
+        module.check_new(database)
     with closing(sqlite3.connect(database)) as db:
-        db.execute("DELETE FROM flow")
+        db.execute(f"DELETE FROM {extra}")
         db.commit()
-    check_new(database)
+    module.check_new(database)
     with closing(sqlite3.connect(database)) as db:
-        db.execute("DELETE FROM block_type")
+        db.execute(f"DELETE FROM {needed}")
         db.commit()
-    with pytest.raises(RuntimeError, match="lacks block_type$"):
-        check_new(database)
+    with pytest.raises(RuntimeError, match=f"lacks {needed}$"):
+        module.check_new(database)
