@@ -172,8 +172,13 @@ class FanoutCluster:
 
 
 def _import_modules(names: tuple[str, ...]) -> None:
+    """On each worker of a fan-out's cluster: import what its first task needs; and when the
+    cluster closes, exit without tearing the heap down (`conveyor.process_exit`)."""
     import importlib
 
+    from conveyor.process_exit import exit_quickly
+
+    exit_quickly()
     for name in names:
         importlib.import_module(name)
 
