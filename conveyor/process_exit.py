@@ -9,8 +9,8 @@ collector's reach: every exit handler still runs, the standard streams are still
 reference counting still frees what it frees. Objects in reference cycles are then not finalized
 at exit, which Python never promised (the data model does not guarantee `__del__` for objects
 alive at exit), so the one such finalizer that matters runs first: the MLflow stores' SQLite
-connections are closed, and SQLite folds the write-ahead log back into the database file as it
-does after every command today.
+connections are closed, and SQLite folds the write-ahead log back into the database file, as
+it did when the teardown closed them.
 """
 
 from __future__ import annotations
