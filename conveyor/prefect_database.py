@@ -22,9 +22,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 from conveyor import sqlite_template
-from conveyor.sqlite_template import exists, sqlite_file, tables_with_rows
-
-__all__ = ["exists", "seed", "sqlite_file", "tables_with_rows", "template_path", "build_template", "check_new"]
 
 # What a Prefect server writes to a new database before its first request: the migrations' mark
 # and the block types. A template holding anything else (a run, a secret's key) is refused.

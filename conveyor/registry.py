@@ -55,7 +55,7 @@ def prepare_store(uri: str) -> None:
     the empty one made at install (`conveyor.mlflow_database`), then runs in write-ahead-log mode."""
     from conveyor import mlflow_database
 
-    if uri not in _WAL_DONE:
+    if uri.startswith("sqlite:///") and uri not in _WAL_DONE:  # once per store and process
         mlflow_database.seed(uri)
     write_ahead_log(uri)
 

@@ -59,7 +59,7 @@ class TemporaryAPI:
         """
         from prefect.settings import get_current_settings
 
-        from conveyor import prefect_database
+        from conveyor import prefect_database, sqlite_template
 
         extra = dict(env or {})
         settings = get_current_settings()
@@ -67,7 +67,7 @@ class TemporaryAPI:
         url = setting if isinstance(setting, str) or setting is None else setting.get_secret_value()
         if url is not None and seed:
             prefect_database.seed(url)
-        registered = REGISTERED_ENV if url is not None and prefect_database.exists(url) else {}
+        registered = REGISTERED_ENV if url is not None and sqlite_template.exists(url) else {}
         self._env = {
             **os.environ,
             **SERVER_ENV,

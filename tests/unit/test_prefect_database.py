@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from conveyor import mlflow_database, prefect_database
-from conveyor.prefect_database import TEMPLATE_TABLES, seed, tables_with_rows, template_path
+from conveyor.prefect_database import TEMPLATE_TABLES, seed, template_path
+from conveyor.sqlite_template import tables_with_rows
 from conveyor.temporary_api import TemporaryAPI
 
 
